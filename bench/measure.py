@@ -1,0 +1,114 @@
+"""The measurement protocol (METHODOLOGY §2): warm-up, idle baseline, windows, statistics."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from bench.config import ProfileConfig
+from bench.meters import EnergyMeter
+
+
+@dataclass
+class Measurement:
+    latencies_ns: list[int]
+    window_calls: list[int]
+    window_seconds: list[float]
+    window_gross_j: list[float]
+    idle_power_w: float
+    idle_seconds: float
+
+
+def _loop(call: Callable[[], Any], sync: Callable[[], None], min_s: float, min_calls: int,
+          latencies: list[int]) -> tuple[int, float]:
+    """Calls until both floors are met; each latency includes the device sync."""
+    clock = time.perf_counter_ns
+    min_ns = int(min_s * 1e9)
+    start = now = clock()
+    calls = 0
+    while calls < min_calls or now - start < min_ns:
+        t0 = clock()
+        call()
+        sync()
+        now = clock()
+        latencies.append(now - t0)
+        calls += 1
+    return calls, (now - start) / 1e9
+
+
+def measure(call: Callable[[], Any], sync: Callable[[], None], meter: EnergyMeter, profile: ProfileConfig,
+            min_window_s: float) -> Measurement:
+    _loop(call, sync, profile.warmup_s, profile.warmup_calls, [])
+
+    # Idle with the model loaded, in this process, so net energy is what the work added.
+    sync()
+    meter.start()
+    t0 = time.perf_counter()
+    time.sleep(profile.idle_s)
+    idle_j = meter.stop()
+    idle_seconds = time.perf_counter() - t0
+
+    latencies: list[int] = []
+    calls, seconds, gross = [], [], []
+    for _ in range(profile.windows):
+        sync()
+        meter.start()
+        n, s = _loop(call, sync, min_window_s, profile.min_calls, latencies)
+        gross.append(meter.stop())
+        calls.append(n)
+        seconds.append(s)
+    return Measurement(latencies, calls, seconds, gross, idle_j / idle_seconds, idle_seconds)
+
+
+def bootstrap_median_ci(values: list[float], confidence: float, resamples: int, seed: int = 0
+                        ) -> tuple[float, float]:
+    """Percentile bootstrap interval of the median."""
+    data = np.asarray(values, dtype=float)
+    if len(data) < 2:
+        return float(data[0]), float(data[0])
+    rng = np.random.default_rng(seed)
+    medians = np.median(rng.choice(data, size=(resamples, len(data)), replace=True), axis=1)
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(medians, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def summarise(m: Measurement, samples_per_call: int, tokens_per_call: int, profile: ProfileConfig,
+              seed: int = 0) -> dict[str, Any]:
+    """The row's speed and energy columns (METHODOLOGY §2.5, §3)."""
+    latencies_ms = np.asarray(m.latencies_ns, dtype=float) / 1e6
+    total_s = sum(m.window_seconds)
+    total_calls = sum(m.window_calls)
+    net = [g - m.idle_power_w * s for g, s in zip(m.window_gross_j, m.window_seconds)]
+    per_inference = [j / (n * samples_per_call) for j, n in zip(net, m.window_calls)]
+    per_token = [j / (n * tokens_per_call) for j, n in zip(net, m.window_calls)]
+    ci_low, ci_high = bootstrap_median_ci(per_inference, profile.confidence, profile.bootstrap_resamples, seed)
+    mean = statistics.fmean(per_inference)
+    cv = statistics.stdev(per_inference) / abs(mean) if len(per_inference) > 1 and mean else None
+    p50, p90, p99 = np.percentile(latencies_ms, [50, 90, 99])
+    return {
+        "latency_ms_p50": float(p50),
+        "latency_ms_p90": float(p90),
+        "latency_ms_p99": float(p99),
+        "throughput_samples_s": total_calls * samples_per_call / total_s,
+        "throughput_tokens_s": total_calls * tokens_per_call / total_s,
+        "energy_j_per_inference": statistics.median(per_inference),
+        "energy_j_per_inference_ci_low": ci_low,
+        "energy_j_per_inference_ci_high": ci_high,
+        "energy_j_per_token": statistics.median(per_token),
+        "energy_gross_j": sum(m.window_gross_j),
+        "energy_net_j": sum(net),
+        "idle_power_w": m.idle_power_w,
+        "avg_power_w": sum(m.window_gross_j) / total_s,
+        "windows": len(m.window_calls),
+        "energy_cv": cv,
+        "calls": total_calls,
+        "measured_seconds": total_s,
+        # Kept so later comparisons (the regression gate) can bootstrap from the raw samples.
+        "window_j_per_inference": per_inference,
+        "latency_ms_samples": latencies_ms.round(4).tolist(),
+    }

@@ -1,0 +1,65 @@
+"""Energy meters: one module per source behind one small protocol (METHODOLOGY §1)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Protocol
+
+from bench.config import ConfigError, MeterConfig
+
+log = logging.getLogger(__name__)
+
+
+class MeterUnavailable(RuntimeError):
+    """The source cannot be read on this machine; the message says why and, where there is one, the fix."""
+
+
+class EnergyMeter(Protocol):
+    source: str  # the row's energy_source
+    measured: bool  # False for a model-based estimate
+
+    def start(self) -> None:
+        """Begin a window (the caller has already synchronised the device)."""
+
+    def stop(self) -> float:
+        """End the window; joules consumed since start()."""
+
+    def params(self) -> dict[str, Any]:
+        """What a reader needs to interpret the figure (the estimate's model parameters)."""
+
+    def close(self) -> None: ...
+
+
+def open_meter(cfg: MeterConfig, device: str, cores_in_use: int) -> EnergyMeter:
+    """The meter for `device`: the named source, or with `auto` the best readable one (logged)."""
+    on_cuda = device.startswith("cuda")
+    if cfg.source in ("rapl", "pyrapl", "estimate") and on_cuda:
+        raise ConfigError(
+            f"meter={cfg.source} measures or models the CPU, not device={device!r}; choose one of: auto, nvml"
+        )
+    if cfg.source == "nvml" and not on_cuda:
+        raise ConfigError(f"meter=nvml measures an NVIDIA GPU, not device={device!r}; choose one of: "
+                          "auto, rapl, estimate, pyrapl")
+    try:
+        if on_cuda:
+            from bench.meters.nvml import NvmlMeter, nvml_index
+
+            return NvmlMeter(nvml_index(int(device.partition(":")[2] or 0)), poll_s=cfg.nvml_poll_s)
+        if cfg.source in ("auto", "rapl"):
+            from bench.meters.rapl import RaplMeter
+
+            try:
+                return RaplMeter(cfg.rapl_root, cfg.rapl_include_dram, cfg.rapl_max_power_w)
+            except MeterUnavailable as e:
+                if cfg.source == "rapl":
+                    raise
+                log.warning("RAPL is not readable (%s); energy will be an ESTIMATE, not a measurement", e)
+        if cfg.source == "pyrapl":
+            from bench.meters.pyrapl import PyRaplMeter
+
+            return PyRaplMeter()
+    except MeterUnavailable as e:
+        raise ConfigError(f"meter={cfg.source} is not available for device={device!r}: {e}") from e
+    from bench.meters.estimate import EstimateMeter
+
+    return EstimateMeter(cfg.estimate_tdp_w, cfg.estimate_socket_cores, cfg.estimate_idle_fraction, cores_in_use)

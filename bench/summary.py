@@ -1,0 +1,31 @@
+"""The table printed at the end of a run or a sweep."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+COLUMNS = {
+    "model": "model",
+    "quant": "quant",
+    "batch_size": "batch",
+    "device": "device",
+    "status": "status",
+    "latency_ms_p50": "p50 ms",
+    "throughput_samples_s": "samples/s",
+    "energy_j_per_inference": "J/inf",
+    "energy_j_per_inference_ci_low": "ci low",
+    "energy_j_per_inference_ci_high": "ci high",
+    "energy_j_per_token": "J/token",
+    "energy_source": "source",
+}
+
+
+def table(rows: pd.DataFrame) -> str:
+    if rows.empty:
+        return "(no rows)"
+    shown = rows.reindex(columns=list(COLUMNS)).rename(columns=COLUMNS)
+    shown = shown.sort_values(["model", "device", "quant", "batch"], kind="stable")
+    text = shown.to_string(index=False, na_rep="-", float_format=lambda v: f"{v:.4g}")
+    if "energy_measured" in rows and not rows["energy_measured"].fillna(False).astype(bool).all():
+        text += "\nsource=estimate rows are a power model (no readable energy counter), not measurements."
+    return text

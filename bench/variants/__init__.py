@@ -1,0 +1,1 @@
+"""Turn the fp32 model into the variant being measured."""

@@ -1,0 +1,25 @@
+"""Precision and quantization variants of a PyTorch model."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def apply_quant(model: torch.nn.Module, quant: str, device: str) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The variant on `device`, and what was done (recorded in the row)."""
+    if quant in DTYPES:
+        return model.to(device=device, dtype=DTYPES[quant]), {"quantized_layers": 0}
+    if quant == "int8":
+        # Dynamic int8 of every nn.Linear (weights int8, activations quantized per call), CPU kernels only.
+        # torch.ao's API is deprecated in favour of torchao, which is slower on CPU without torch.compile.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", (DeprecationWarning, UserWarning))
+            quantized = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        layers = sum(1 for m in quantized.modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear))
+        return quantized, {"quantized_layers": layers}
+    raise ValueError(f"unknown quant {quant!r}")
