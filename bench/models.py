@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
-import logging
 import os
 import socket
 from pathlib import Path
@@ -17,7 +16,6 @@ from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedMode
 
 from bench.config import ConfigError, ModelConfig
 
-log = logging.getLogger(__name__)
 transformers.utils.logging.disable_progress_bar()
 
 PACKAGE_PREFIX = "package:"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +9,6 @@ from typing import Any
 
 from bench.meters import MeterUnavailable
 
-log = logging.getLogger(__name__)
 
 PERMISSION_FIX = (
     "since the 2020 PLATYPUS fix energy_uj is readable by root only; run as root, or grant read access "
