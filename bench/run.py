@@ -43,9 +43,9 @@ def check(cfg: BenchConfig) -> Checked:
     return Checked(device, model_config, ref, revision)
 
 
-def describe_run(cfg: BenchConfig) -> str:
+def describe_run(cfg: BenchConfig, device: str) -> str:
     return (f"{cfg.model.name} quant={cfg.quant} batch_size={cfg.batch_size} seq_len={cfg.seq_len} "
-            f"device={cfg.device} backend={cfg.backend} weights={cfg.model.weights} profile={cfg.profile.name}")
+            f"device={device} backend={cfg.backend} weights={cfg.model.weights} profile={cfg.profile.name}")
 
 
 def run(cfg: BenchConfig, out_dir: str | Path, sweep_id: str | None = None) -> dict[str, Any]:
@@ -84,7 +84,7 @@ def run(cfg: BenchConfig, out_dir: str | Path, sweep_id: str | None = None) -> d
         "config": asdict(cfg),
     }
     row.update(_gpu_state(meter, "start"))
-    log.info("run %s: %s", run_id[:8], describe_run(cfg))
+    log.info("run %s: %s", run_id[:8], describe_run(cfg, device))
     try:
         t0 = time.perf_counter()
         model = models.load_model(cfg.model, config, ref, cfg.seed)

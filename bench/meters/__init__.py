@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any, Protocol
 
@@ -30,6 +31,11 @@ class EnergyMeter(Protocol):
     def close(self) -> None: ...
 
 
+@functools.lru_cache(maxsize=None)
+def _warn_once(message: str) -> None:
+    log.warning(message)  # once per process, not once per run of a sweep
+
+
 def open_meter(cfg: MeterConfig, device: str, cores_in_use: int) -> EnergyMeter:
     """The meter for `device`: the named source, or with `auto` the best readable one (logged)."""
     on_cuda = device.startswith("cuda")
@@ -53,7 +59,7 @@ def open_meter(cfg: MeterConfig, device: str, cores_in_use: int) -> EnergyMeter:
             except MeterUnavailable as e:
                 if cfg.source == "rapl":
                     raise
-                log.warning("RAPL is not readable (%s); energy will be an ESTIMATE, not a measurement", e)
+                _warn_once(f"RAPL is not readable ({e}); energy will be an ESTIMATE, not a measurement")
         if cfg.source == "pyrapl":
             from bench.meters.pyrapl import PyRaplMeter
 

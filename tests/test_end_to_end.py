@@ -1,0 +1,90 @@
+"""Real sweeps on the CPU, read back from parquet."""
+
+import shutil
+
+import pandas as pd
+import pytest
+
+from bench.config import BenchConfig, ModelConfig, ProfileConfig
+from bench.results import load
+from bench.run import run
+from tests.conftest import run_bench
+
+REQUIRED = {
+    "schema_version": "int", "run_id": "str", "sweep_id": "str", "status": "str", "model": "str",
+    "model_name_or_path": "str", "weights": "str", "quant": "str", "backend": "str", "device": "str",
+    "batch_size": "int", "seq_len": "int", "threads": "int", "profile": "str", "latency_ms_p50": "float",
+    "latency_ms_p90": "float", "latency_ms_p99": "float", "throughput_samples_s": "float",
+    "throughput_tokens_s": "float", "energy_j_per_inference": "float", "energy_j_per_inference_ci_low": "float",
+    "energy_j_per_inference_ci_high": "float", "energy_j_per_token": "float", "energy_gross_j": "float",
+    "energy_net_j": "float", "idle_power_w": "float", "avg_power_w": "float", "energy_source": "str",
+    "energy_measured": "bool", "windows": "int", "energy_cv": "float", "cpu_model": "str", "cpu_cores": "int",
+    "torch_version": "str", "transformers_version": "str", "timestamp": "str",
+}
+KINDS = {"int": pd.api.types.is_integer_dtype, "float": pd.api.types.is_float_dtype,
+         "bool": pd.api.types.is_bool_dtype, "str": lambda s: pd.api.types.is_string_dtype(s) or s.dtype == object}
+
+
+def test_quick_sweep_of_minilm_writes_one_typed_row_per_run(tmp_path):
+    result = run_bench("quant=int8,bf16", "batch_size=1", "seq_len=32", "profile=quick",
+                       f"hydra.sweep.dir={tmp_path}/sweep", "-m")
+    assert result.returncode == 0, result.stderr
+    rows = load(tmp_path / "sweep")
+    assert len(rows) == 2
+    assert sorted(rows["quant"]) == ["bf16", "int8"]
+    for column, kind in REQUIRED.items():
+        assert column in rows, column
+        assert KINDS[kind](rows[column]), f"{column}: {rows[column].dtype}"
+    assert (rows["status"] == "ok").all() and rows["sweep_id"].nunique() == 1 and rows["run_id"].nunique() == 2
+    assert set(rows["model"]) == {"minilm"} and set(rows["weights"]) == {"pretrained"}
+    assert set(rows["profile"]) == {"quick"} and set(rows["device"]) == {"cpu"}
+    # Here (a VM) there is no counter; wherever RAPL is readable the row must say so instead.
+    for source, measured in zip(rows["energy_source"], rows["energy_measured"]):
+        assert (source, measured) in {("estimate", False), ("rapl", True)}
+    assert (rows["energy_j_per_inference"] > 0).all() and (rows["latency_ms_p50"] > 0).all()
+    assert (rows["energy_j_per_inference_ci_low"] <= rows["energy_j_per_inference_ci_high"]).all()
+    assert rows["throughput_tokens_s"].tolist() == pytest.approx((rows["throughput_samples_s"] * 32).tolist())
+    int8 = rows.set_index("quant").loc["int8"]
+    assert int8["quantized_layers"] == 6 * 6 + 1  # per layer q, k, v, attention out, intermediate, output; pooler
+    assert "Sweep summary (2 rows" in result.stdout and "J/inf" in result.stdout
+
+
+def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tiny_model_dir, tmp_path):
+    broken = tmp_path / "broken-model"
+    shutil.copytree(tiny_model_dir, broken)
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    result = run_bench(f"model.name_or_path={broken},{tiny_model_dir}", "model.name=tiny", "quant=fp32",
+                       "batch_size=1", "seq_len=16", "profile=quick", f"hydra.sweep.dir={tmp_path}/sweep", "-m")
+    assert result.returncode == 1
+    rows = load(tmp_path / "sweep").set_index("model_name_or_path")
+    assert rows.loc[str(broken), "status"] == "failed" and rows.loc[str(broken), "error_type"]
+    assert rows.loc[str(tiny_model_dir), "status"] == "ok"
+    assert "FAILED" in result.stderr
+
+
+def test_random_weights_build_bert_base_offline(tmp_path):
+    result = run_bench("model=bert-base", "model.weights=random", "quant=int8", "seq_len=16", "profile=quick",
+                       f"hydra.run.dir={tmp_path}/run")
+    assert result.returncode == 0, result.stderr
+    (row,) = load(tmp_path).to_dict("records")
+    assert (row["model"], row["weights"], row["model_revision"]) == ("bert-base", "random", "BertConfig()")
+    assert row["params_total"] > 100e6 and row["quantized_layers"] == 12 * 6 + 1
+
+
+def test_python_callers_run_the_same_harness(tiny_model_dir, tmp_path):
+    quick = ProfileConfig(name="quick", warmup_calls=1, warmup_s=0, idle_s=0.1, windows=2, min_window_s=0.05,
+                          min_calls=2)
+    cfg = BenchConfig(model=ModelConfig(name="tiny", name_or_path=str(tiny_model_dir)), profile=quick,
+                      batch_size=4, seq_len=16, threads=1)
+    row = run(cfg, tmp_path)
+    assert row["status"] == "ok" and row["threads"] == 1 and row["windows"] == 2
+    assert load(tmp_path)["run_id"].tolist() == [row["run_id"]]
+
+
+@pytest.mark.parametrize("quant", ["fp32", "int8", "bf16"])
+def test_each_cpu_variant_runs(tiny_model_dir, tmp_path, quant):
+    quick = ProfileConfig(name="quick", warmup_calls=1, warmup_s=0, idle_s=0.05, windows=2, min_window_s=0.02,
+                          min_calls=2)
+    cfg = BenchConfig(model=ModelConfig(name="tiny", name_or_path=str(tiny_model_dir)), profile=quick,
+                      quant=quant, seq_len=16)
+    assert run(cfg, tmp_path)["status"] == "ok"
