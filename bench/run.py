@@ -23,6 +23,8 @@ from bench.variants.quant import apply_quant
 from bench.workloads.classify import synthetic_batch
 
 log = logging.getLogger(__name__)
+# Runs of a sweep share a process: a run without `threads` must not inherit the previous run's setting.
+DEFAULT_THREADS = torch.get_num_threads()
 
 
 @dataclass
@@ -56,8 +58,7 @@ def run(cfg: BenchConfig, out_dir: str | Path, sweep_id: str | None = None) -> d
     """
     checked = check(cfg)
     device, config, ref = checked.device, checked.model_config, checked.model_ref
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    torch.set_num_threads(cfg.threads or DEFAULT_THREADS)
     threads = torch.get_num_threads()
     meter = open_meter(cfg.meter, device, cores_in_use=threads)
     run_id = uuid.uuid4().hex
@@ -83,7 +84,7 @@ def run(cfg: BenchConfig, out_dir: str | Path, sweep_id: str | None = None) -> d
         **environment.capture(),
         "config": asdict(cfg),
     }
-    row.update(_gpu_state(meter, "start"))
+    row.update(_device_state(meter, "start"))
     log.info("run %s: %s", run_id[:8], describe_run(cfg, device))
     try:
         t0 = time.perf_counter()
@@ -100,7 +101,7 @@ def run(cfg: BenchConfig, out_dir: str | Path, sweep_id: str | None = None) -> d
         min_window_s = cfg.profile.min_window_s_cuda if device.startswith("cuda") else cfg.profile.min_window_s
         m = measure(call, backend.sync, meter, cfg.profile, min_window_s)
         row.update(summarise(m, batch.samples, batch.tokens, cfg.profile, cfg.seed))
-        row.update(_gpu_state(meter, "end"))
+        row.update(_device_state(meter, "end"))
     except Exception as e:
         row.update(status="failed", error_type=type(e).__name__, error_message=str(e),
                    error_traceback=traceback.format_exc())
@@ -113,12 +114,10 @@ def run(cfg: BenchConfig, out_dir: str | Path, sweep_id: str | None = None) -> d
     return row
 
 
-def _gpu_state(meter: Any, when: str) -> dict[str, Any]:
-    if not hasattr(meter, "handle"):
-        return {}
-    from bench.meters.nvml import device_state
-
-    return device_state(meter.nvml, meter.handle, when)
+def _device_state(meter: Any, when: str) -> dict[str, Any]:
+    """Clocks, temperature and limits of a metered accelerator; CPU meters have none to offer."""
+    state = getattr(meter, "device_state", None)
+    return state(when) if state else {}
 
 
 def progress_line(row: dict[str, Any]) -> str:

@@ -1,3 +1,4 @@
+import os
 import pathlib
 import time
 
@@ -21,7 +22,10 @@ def zone(root: pathlib.Path, dirname: str, name: str, energy: int = 0, max_range
 
 
 def set_energy(d: pathlib.Path, value: int) -> None:
-    (d / "energy_uj").write_text(f"{value}\n")
+    # Atomic like a sysfs read: the poller thread must never see a half-written file.
+    tmp = d / ".energy_uj.tmp"
+    tmp.write_text(f"{value}\n")
+    os.replace(tmp, d / "energy_uj")
 
 
 def test_one_wrap_is_corrected(tmp_path):

@@ -104,6 +104,9 @@ class NvmlMeter:
         self._samples.append((time.perf_counter(), self.power_w()))
         return trapezoid(self._samples)
 
+    def device_state(self, when: str) -> dict[str, Any]:
+        return device_state(self.nvml, self.handle, when)
+
     def params(self) -> dict[str, Any]:
         return {"nvml_index": self.index, **({"poll_s": self.poll_s} if self.source == "nvml_power" else {})}
 
