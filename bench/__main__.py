@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from bench.config import BenchConfig, ConfigError, register_configs
-from bench.run import run
+from bench.run import record_failure, run
 from bench.summary import table
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -24,17 +25,23 @@ register_configs()
 def main(dict_cfg: DictConfig) -> str:
     cfg: BenchConfig = OmegaConf.to_object(dict_cfg)
     hc = HydraConfig.get()
-    sweeping = hc.mode == RunMode.MULTIRUN
-    sweep_id = Path(hc.sweep.dir if sweeping else hc.run.dir).name
+    out_dir = hc.runtime.output_dir
+    if hc.mode == RunMode.MULTIRUN:
+        # The sweep was checked up front; what still fails here (another launcher, a machine that
+        # changed) is recorded as a failed row and the sweep goes on.
+        try:
+            return run(cfg, out_dir, Path(hc.sweep.dir).name)["status"]
+        except ConfigError as e:
+            return record_failure(cfg, out_dir, Path(hc.sweep.dir).name, e)["status"]
     try:
-        row = run(cfg, hc.runtime.output_dir, sweep_id)
+        row = run(cfg, out_dir, Path(hc.run.dir).name)
     except ConfigError as e:
+        shutil.rmtree(out_dir, ignore_errors=True)  # only Hydra's bookkeeping is in it: leave no trace
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
-    if not sweeping:
-        print(table(pd.DataFrame([row])))
-        if row["status"] != "ok":
-            raise SystemExit(1)
+    print(table(pd.DataFrame([row])))
+    if row["status"] == "failed":
+        raise SystemExit(1)
     return row["status"]
 
 

@@ -6,7 +6,11 @@ Hydra composes `conf/` on top of these schemas (so a typo in a key or a wrong ty
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Optional
 
 from hydra.core.config_store import ConfigStore
@@ -48,6 +52,8 @@ class ProfileConfig:
     min_calls: int = 10
     bootstrap_resamples: int = 2000
     confidence: float = 0.95
+    # Above this coefficient of variation across windows the row is flagged (energy_cv_high).
+    max_cv: float = 0.1
 
 
 @dataclass
@@ -78,6 +84,21 @@ class BenchConfig:
     seq_len: int = 128
     threads: Optional[int] = None
     seed: int = 0
+    # Rows land under here (Hydra's run and sweep directories); resume=true skips configurations that
+    # already have a successful row anywhere in this tree.
+    results_dir: str = "results"
+    resume: bool = False
+    lock_dir: Optional[str] = None  # where per-device lock files live; default: <tmp>/energy-bench-locks
+
+
+# Settings that say where and how a sweep runs, not what is measured: left out of the configuration hash.
+NOT_HASHED = ("results_dir", "resume", "lock_dir")
+
+
+def config_hash(cfg: BenchConfig) -> str:
+    """Identifies what a run measures, so resume can tell which configurations are done."""
+    fields = {k: v for k, v in asdict(cfg).items() if k not in NOT_HASHED}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _choice(field_name: str, value: str, valid: tuple[str, ...]) -> None:
@@ -99,6 +120,7 @@ def validate_values(cfg: BenchConfig) -> None:
         raise ConfigError(f"threads={cfg.threads} is not valid; give an integer >= 1 or leave it unset")
     if cfg.device != "auto" and cfg.device != "cpu" and not _is_cuda_name(cfg.device):
         raise ConfigError(f"device={cfg.device!r} is not valid; choose one of: auto, cpu, cuda, cuda:N")
+    validate_results_dir(cfg.results_dir)
     m = cfg.meter
     if m.estimate_tdp_w <= 0 or m.estimate_socket_cores < 1 or not 0 <= m.estimate_idle_fraction <= 1:
         raise ConfigError(
@@ -109,8 +131,20 @@ def validate_values(cfg: BenchConfig) -> None:
     p = cfg.profile
     if p.windows < 1 or p.min_calls < 1 or p.warmup_calls < 0:
         raise ConfigError(f"profile {p.name!r}: windows and min_calls must be >= 1, warmup_calls >= 0")
+    if p.max_cv <= 0:
+        raise ConfigError(f"profile.max_cv={p.max_cv} is not valid; it must be > 0")
     if not 0 < p.confidence < 1:
         raise ConfigError(f"profile.confidence={p.confidence} is not valid; it must lie in (0, 1)")
+
+
+def validate_results_dir(results_dir: str) -> None:
+    """The nearest existing ancestor must be a writable directory, or no row could ever be written."""
+    path = Path(results_dir).resolve()
+    while not path.exists():
+        path = path.parent
+    if not path.is_dir() or not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"results_dir={results_dir!r} is not writable ({path} is not a writable directory); "
+                          "give a directory you can write to")
 
 
 def _is_cuda_name(device: str) -> bool:

@@ -32,13 +32,26 @@ def write_row(row: dict[str, Any], directory: str | Path) -> Path:
     return final
 
 
-def load(path: str | Path) -> pd.DataFrame:
-    """Every row under `path` (a directory tree or one file), in one DataFrame; temp files are skipped."""
+def row_files(path: str | Path) -> list[Path]:
+    """Row files under `path`; the temp files of interrupted writes start with a dot and are skipped."""
     path = Path(path)
-    files = [path] if path.is_file() else sorted(
-        p for p in path.rglob("*.parquet") if not p.name.startswith(".")
-    )
-    if not files:
+    if path.is_file():
+        return [path]
+    return sorted(p for p in path.rglob("*.parquet") if not p.name.startswith("."))
+
+
+def load(path: str | Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """Every row under `path` (a directory tree or one file), in one DataFrame, with a `row_file` column."""
+    frames = [pd.read_parquet(f, columns=columns).assign(row_file=str(f)) for f in row_files(path)]
+    if not frames:
         return pd.DataFrame()
-    frames = [pd.read_parquet(f) for f in files]
     return pd.concat(frames, ignore_index=True, sort=False)
+
+
+def successful_row(results_dir: str | Path, config_hash: str) -> str | None:
+    """The file of an ok row for this configuration anywhere under `results_dir`, if there is one."""
+    if not Path(results_dir).is_dir():
+        return None
+    rows = load(results_dir, columns=["config_hash", "status"])
+    done = rows[(rows["config_hash"] == config_hash) & (rows["status"] == "ok")] if len(rows) else rows
+    return done["row_file"].iloc[0] if len(done) else None

@@ -1,4 +1,4 @@
-"""One run: validate, load, make the variant, measure, write the row."""
+"""One run: check, load, make the variant, measure, write the row."""
 
 from __future__ import annotations
 
@@ -15,10 +15,12 @@ from transformers import PretrainedConfig
 
 from bench import environment, models
 from bench.backends.pytorch import PyTorchBackend
-from bench.config import BenchConfig, resolve_device, validate_for_device, validate_values
+from bench.config import BenchConfig, config_hash, resolve_device, validate_for_device, validate_values
+from bench.device_lock import device_lock
 from bench.measure import measure, summarise
 from bench.meters import open_meter
-from bench.results import SCHEMA_VERSION, write_row
+from bench.results import SCHEMA_VERSION, successful_row, write_row
+from bench.validity import validity
 from bench.variants.quant import apply_quant
 from bench.workloads.classify import synthetic_batch
 
@@ -45,72 +47,105 @@ def check(cfg: BenchConfig) -> Checked:
     return Checked(device, model_config, ref, revision)
 
 
-def describe_run(cfg: BenchConfig, device: str) -> str:
-    return (f"{cfg.model.name} quant={cfg.quant} batch_size={cfg.batch_size} seq_len={cfg.seq_len} "
-            f"device={device} backend={cfg.backend} weights={cfg.model.weights} profile={cfg.profile.name}")
+def config_columns(cfg: BenchConfig, sweep_id: str | None) -> dict[str, Any]:
+    """What was asked for: present in every row, failed ones included."""
+    run_id = uuid.uuid4().hex
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": run_id,
+        "sweep_id": sweep_id or run_id,
+        "config_hash": config_hash(cfg),
+        "status": "ok",
+        "model": cfg.model.name,
+        "model_name_or_path": cfg.model.name_or_path,
+        "weights": cfg.model.weights,
+        "quant": cfg.quant,
+        "backend": cfg.backend,
+        "device": cfg.device,
+        "batch_size": cfg.batch_size,
+        "seq_len": cfg.seq_len,
+        "profile": cfg.profile.name,
+        "config": asdict(cfg),
+    }
+
+
+def error_columns(error: BaseException) -> dict[str, Any]:
+    return {"status": "failed", "error_type": type(error).__name__, "error_message": str(error),
+            "error_traceback": "".join(traceback.format_exception(error))}
+
+
+def record_failure(cfg: BenchConfig, out_dir: str | Path, sweep_id: str | None, error: BaseException
+                   ) -> dict[str, Any]:
+    """A row for a run that could not start, so a sweep's table shows it."""
+    row = {**config_columns(cfg, sweep_id), **environment.capture(), **error_columns(error)}
+    write_row(row, out_dir)
+    return row
 
 
 def run(cfg: BenchConfig, out_dir: str | Path, sweep_id: str | None = None) -> dict[str, Any]:
     """Measures one configuration and writes its row to `out_dir/row.parquet`.
 
     Bad input raises ConfigError before any work. A failure during the work is recorded as a row with
-    status=failed (and the error), so a sweep keeps going and nothing is lost.
+    status=failed (and the error), so a sweep keeps going and nothing is lost. With cfg.resume, a
+    configuration that already has an ok row under cfg.results_dir is skipped (status=skipped, no row).
     """
     checked = check(cfg)
-    device, config, ref = checked.device, checked.model_config, checked.model_ref
+    device = checked.device
+    row = config_columns(cfg, sweep_id)
+    row.update(device=device, model_name_or_path=checked.model_ref, model_revision=checked.model_revision)
+    if cfg.resume and (done := successful_row(cfg.results_dir, row["config_hash"])):
+        log.info("skipping %s: already measured in %s", describe_run(cfg, device), done)
+        return {**row, "status": "skipped", "row_file": done}
     torch.set_num_threads(cfg.threads or DEFAULT_THREADS)
+    with device_lock(device, cfg.lock_dir):
+        row.update(measure_run(cfg, checked, row["run_id"]))
+    write_row(row, out_dir)
+    if row["status"] == "ok":
+        log.info("run %s: %s", row["run_id"][:8], progress_line(row))
+    elif row["status"] == "invalid":
+        log.warning("run %s INVALID: %s", row["run_id"][:8], row["invalid_reasons"])
+    return row
+
+
+def measure_run(cfg: BenchConfig, checked: Checked, run_id: str) -> dict[str, Any]:
+    """The columns a run measures; errors during the work become status=failed."""
+    device = checked.device
     threads = torch.get_num_threads()
     meter = open_meter(cfg.meter, device, cores_in_use=threads)
-    run_id = uuid.uuid4().hex
     row: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION,
-        "run_id": run_id,
-        "sweep_id": sweep_id or run_id,
-        "status": "ok",
-        "model": cfg.model.name,
-        "model_name_or_path": ref,
-        "model_revision": checked.model_revision,
-        "weights": cfg.model.weights,
-        "quant": cfg.quant,
-        "backend": cfg.backend,
-        "device": device,
-        "batch_size": cfg.batch_size,
-        "seq_len": cfg.seq_len,
         "threads": threads,
-        "profile": cfg.profile.name,
         "energy_source": meter.source,
         "energy_measured": meter.measured,
         "energy_params": meter.params(),
         **environment.capture(),
-        "config": asdict(cfg),
+        **_device_state(meter, "start"),
     }
-    row.update(_device_state(meter, "start"))
     log.info("run %s: %s", run_id[:8], describe_run(cfg, device))
     try:
         t0 = time.perf_counter()
-        model = models.load_model(cfg.model, config, ref, cfg.seed)
+        model = models.load_model(cfg.model, checked.model_config, checked.model_ref, cfg.seed)
         row.update(models.describe(model))
         row["load_seconds"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         variant, info = apply_quant(model, cfg.quant, device)
         row.update(info)
         backend = PyTorchBackend(variant, device)
-        batch = synthetic_batch(config, cfg.batch_size, cfg.seq_len, cfg.seed)
+        batch = synthetic_batch(checked.model_config, cfg.batch_size, cfg.seq_len, cfg.seed)
         call = backend.prepare(batch.inputs)
         row["prepare_seconds"] = time.perf_counter() - t0
         min_window_s = cfg.profile.min_window_s_cuda if device.startswith("cuda") else cfg.profile.min_window_s
         m = measure(call, backend.sync, meter, cfg.profile, min_window_s)
         row.update(summarise(m, batch.samples, batch.tokens, cfg.profile, cfg.seed))
         row.update(_device_state(meter, "end"))
+        row.update(validity(m, meter.rated_power_w, row.get("gpu_other_processes_end"), row["energy_cv"],
+                            cfg.profile.max_cv))
+        if row["invalid_reasons"]:
+            row["status"] = "invalid"
     except Exception as e:
-        row.update(status="failed", error_type=type(e).__name__, error_message=str(e),
-                   error_traceback=traceback.format_exc())
+        row.update(error_columns(e))
         log.error("run %s FAILED: %s: %s", run_id[:8], type(e).__name__, e)
     finally:
         meter.close()
-    write_row(row, out_dir)
-    if row["status"] == "ok":
-        log.info("run %s: %s", run_id[:8], progress_line(row))
     return row
 
 
@@ -118,6 +153,11 @@ def _device_state(meter: Any, when: str) -> dict[str, Any]:
     """Clocks, temperature and limits of a metered accelerator; CPU meters have none to offer."""
     state = getattr(meter, "device_state", None)
     return state(when) if state else {}
+
+
+def describe_run(cfg: BenchConfig, device: str) -> str:
+    return (f"{cfg.model.name} quant={cfg.quant} batch_size={cfg.batch_size} seq_len={cfg.seq_len} "
+            f"device={device} backend={cfg.backend} weights={cfg.model.weights} profile={cfg.profile.name}")
 
 
 def progress_line(row: dict[str, Any]) -> str:

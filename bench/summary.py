@@ -20,6 +20,10 @@ COLUMNS = {
 }
 
 
+def label(row: pd.Series) -> str:
+    return f"{row['model']} quant={row['quant']} batch_size={row['batch_size']} device={row['device']}"
+
+
 def table(rows: pd.DataFrame) -> str:
     if rows.empty:
         return "(no rows)"

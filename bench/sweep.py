@@ -7,13 +7,14 @@ import sys
 from typing import Any
 
 import hydra
+import pandas as pd
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from bench import results, summary
-from bench.config import BenchConfig, ConfigError
+from bench.config import BenchConfig, ConfigError, config_hash
 
 log = logging.getLogger(__name__)
 
@@ -26,45 +27,58 @@ def job_overrides(config: DictConfig) -> list[list[str]]:
     return [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
 
 
-def check_sweep(config: DictConfig) -> int:
-    """Composes and checks every job; raises ConfigError naming the first bad one. Returns the job count."""
+def check_sweep(config: DictConfig) -> list[BenchConfig]:
+    """Composes and checks every job; raises ConfigError naming the first bad one."""
     from bench.run import check
 
-    jobs = job_overrides(config)
+    configs = []
     checked: set[str] = set()
-    for job in jobs:
+    for job in job_overrides(config):
         composed = hydra.compose(config_name=config.hydra.job.config_name, overrides=job)
         cfg: BenchConfig = OmegaConf.to_object(composed)
-        key = repr(cfg)
+        configs.append(cfg)
+        key = config_hash(cfg)
         if key not in checked:
             checked.add(key)
             try:
                 check(cfg)
             except ConfigError as e:
                 raise ConfigError(f"{e}\n(in the sweep job with overrides: {' '.join(job)})") from None
-    return len(jobs)
+    return configs
 
 
 class SweepCallback(Callback):
+    def __init__(self) -> None:
+        self.configs: list[BenchConfig] = []
+
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if not config.hydra.sweeper._target_.endswith("BasicSweeper"):
             return
         try:
-            n = check_sweep(config)
+            self.configs = check_sweep(config)
         except ConfigError as e:
             # Hydra turns a callback's exception into a warning; a bad sweep must stop here, before any work.
             print(f"error: {e}", file=sys.stderr)
             raise SystemExit(2) from None
-        log.info("sweep of %d runs, one after another (energy windows must not overlap), into %s",
-                 n, config.hydra.sweep.dir)
+        log.info("sweep of %d runs into %s; runs on one device wait for each other (energy windows must "
+                 "not overlap)", len(self.configs), config.hydra.sweep.dir)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         rows = results.load(config.hydra.sweep.dir)
-        print(f"\nSweep summary ({len(rows)} rows in {config.hydra.sweep.dir}):")
+        if any(cfg.resume for cfg in self.configs):
+            # Configurations skipped as already measured still belong in this sweep's table.
+            hashes = {config_hash(cfg) for cfg in self.configs} - set(rows.get("config_hash", []))
+            earlier = results.load(self.configs[0].results_dir)
+            earlier = earlier[earlier["config_hash"].isin(hashes) & (earlier["status"] == "ok")]
+            rows = pd.concat([rows, earlier.drop_duplicates("config_hash")], ignore_index=True)
+        print(f"\nSweep summary ({len(rows)} rows; new ones in {config.hydra.sweep.dir}):")
         print(summary.table(rows))
-        failed = rows[rows["status"] != "ok"] if not rows.empty else rows
+        if rows.empty:
+            return
+        for _, r in rows[rows["status"] == "invalid"].iterrows():
+            print(f"INVALID: {summary.label(r)}: {r['invalid_reasons']}", file=sys.stderr)
+        failed = rows[rows["status"] == "failed"]
+        for _, r in failed.iterrows():
+            print(f"FAILED: {summary.label(r)}: {r['error_type']}: {r['error_message']}", file=sys.stderr)
         if len(failed):
-            for _, r in failed.iterrows():
-                print(f"FAILED: {r['model']} quant={r['quant']} batch_size={r['batch_size']}: "
-                      f"{r.get('error_type')}: {r.get('error_message')}", file=sys.stderr)
             raise SystemExit(1)

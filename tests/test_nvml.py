@@ -19,8 +19,9 @@ class FakeNVML(types.SimpleNamespace):
     NVML_CLOCK_MEM = 2
     NVML_TEMPERATURE_GPU = 0
 
-    def __init__(self, energy_mj=None, power_mw=250_000, field_ok=True):
+    def __init__(self, energy_mj=None, power_mw=250_000, field_ok=True, processes=1):
         super().__init__()
+        self.processes = processes
         self.energy_mj = list(energy_mj) if energy_mj is not None else None
         self.power_mw = power_mw
         self.field_ok = field_ok
@@ -59,6 +60,9 @@ class FakeNVML(types.SimpleNamespace):
 
     def nvmlDeviceGetTemperature(self, handle, sensor):
         raise self.NVMLError("Not Supported")
+
+    def nvmlDeviceGetComputeRunningProcesses(self, handle):
+        return [types.SimpleNamespace(pid=1000 + i, usedGpuMemory=0) for i in range(self.processes)]
 
 
 def test_counter_window_is_the_difference_in_joules():
@@ -104,6 +108,13 @@ def test_device_state_records_what_is_readable():
     state = device_state(fake, ("handle", 0), "start")
     assert state["gpu_name"] == "NVIDIA H200" and state["gpu_power_limit_w"] == 700.0
     assert state["gpu_sm_clock_mhz_start"] == 1980 and state["gpu_temperature_c_start"] is None
+    assert state["gpu_other_processes_start"] == 0  # only this process
+
+
+def test_other_processes_on_the_gpu_are_counted():
+    meter = NvmlMeter(0, nvml=FakeNVML(energy_mj=[0], processes=3))
+    assert meter.device_state("end")["gpu_other_processes_end"] == 2
+    assert meter.rated_power_w == 700.0
 
 
 def test_cpu_only_sources_are_refused_on_cuda():

@@ -18,6 +18,7 @@ class MeterUnavailable(RuntimeError):
 class EnergyMeter(Protocol):
     source: str  # the row's energy_source
     measured: bool  # False for a model-based estimate
+    rated_power_w: float | None  # the ceiling a window's average power is checked against, where known
 
     def start(self) -> None:
         """Begin a window (the caller has already synchronised the device)."""

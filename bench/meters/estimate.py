@@ -31,6 +31,7 @@ class EstimateMeter:
         self.idle_fraction = idle_fraction
         self.p_max_w = tdp_w * self.cores_in_use / self.socket_cores
         self.p_idle_w = idle_fraction * self.p_max_w
+        self.rated_power_w = self.p_max_w
         self._clock, self._cpu_time = clock, cpu_time
         self._t0 = self._c0 = 0.0
 

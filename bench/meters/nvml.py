@@ -41,6 +41,7 @@ def device_state(nvml: ModuleType, handle: Any, when: str) -> dict[str, Any]:
             return None
 
     limit_mw = read(nvml.nvmlDeviceGetEnforcedPowerLimit)
+    processes = read(nvml.nvmlDeviceGetComputeRunningProcesses)
     return {
         "gpu_name": read(nvml.nvmlDeviceGetName),
         "gpu_driver": nvml.nvmlSystemGetDriverVersion(),
@@ -48,7 +49,14 @@ def device_state(nvml: ModuleType, handle: Any, when: str) -> dict[str, Any]:
         f"gpu_sm_clock_mhz_{when}": read(nvml.nvmlDeviceGetClockInfo, nvml.NVML_CLOCK_SM),
         f"gpu_mem_clock_mhz_{when}": read(nvml.nvmlDeviceGetClockInfo, nvml.NVML_CLOCK_MEM),
         f"gpu_temperature_c_{when}": read(nvml.nvmlDeviceGetTemperature, nvml.NVML_TEMPERATURE_GPU),
+        f"gpu_other_processes_{when}": None if processes is None else other_processes(processes),
     }
+
+
+def other_processes(processes: list[Any]) -> int:
+    """Compute processes on the GPU besides this one, which holds a CUDA context by then. PIDs are not
+    compared: inside a container NVML reports host PIDs, so our own would not match."""
+    return max(0, len(processes) - 1)
 
 
 class NvmlMeter:
@@ -61,6 +69,7 @@ class NvmlMeter:
         self.handle = self.nvml.nvmlDeviceGetHandleByIndex(index)
         self.index = index
         self.poll_s = poll_s
+        self.rated_power_w = self.nvml.nvmlDeviceGetEnforcedPowerLimit(self.handle) / 1000
         try:
             self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.handle)
             self.source = "nvml_counter"

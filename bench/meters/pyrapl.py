@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 class PyRaplMeter:
     source = "pyrapl"
     measured = True
+    rated_power_w = None
 
     def __init__(self, pyrapl: ModuleType | None = None) -> None:
         try:

@@ -61,6 +61,22 @@ def find_zones(root: str | Path, include_dram: bool = False) -> list[Zone]:
     return zones
 
 
+def rated_power_w(zones: list[Zone]) -> float | None:
+    """Sum over zones of the highest power-limit constraint (PL2 where present); None if any is unreadable."""
+    total = 0.0
+    for zone in zones:
+        limits = []
+        for f in zone.path.glob("constraint_*_power_limit_uw"):
+            try:
+                limits.append(int(f.read_text().strip()))
+            except (OSError, ValueError):
+                continue
+        if not limits:
+            return None
+        total += max(limits) / 1e6
+    return total
+
+
 class RaplMeter:
     """Sums the zones' energy counters; a poller thread sees every wrap of every zone."""
 
@@ -85,6 +101,7 @@ class RaplMeter:
         self._stop = threading.Event()
         self._error: Exception | None = None
         self._thread: threading.Thread | None = None
+        self.rated_power_w = rated_power_w(self.zones)
 
     @staticmethod
     def _read(zone: Zone) -> int:

@@ -1,0 +1,73 @@
+import logging
+import threading
+import time
+
+from bench.device_lock import device_lock
+from bench.measure import Measurement
+from bench.meters.rapl import RaplMeter
+from bench.validity import validity
+from tests.test_rapl import zone
+
+
+def windows(gross_j, seconds=1.0, idle_w=10.0):
+    n = len(gross_j)
+    return Measurement(latencies_ns=[1] * n, window_calls=[1] * n, window_seconds=[seconds] * n,
+                       window_gross_j=list(gross_j), idle_power_w=idle_w, idle_seconds=5.0)
+
+
+def test_clean_run_has_no_reasons():
+    flags = validity(windows([50.0, 51.0]), rated_power_w=100.0, foreign_processes=0, energy_cv=0.02, max_cv=0.1)
+    assert flags["invalid_reasons"] is None and not flags["energy_cv_high"]
+
+
+def test_zero_or_negative_windows_make_the_run_invalid():
+    flags = validity(windows([50.0, 0.0, -1.0]), None, None, None, 0.1)
+    assert flags["windows_nonpositive"] == 2 and "zero or negative energy" in flags["invalid_reasons"]
+
+
+def test_power_outside_idle_and_rated_bounds_makes_the_run_invalid():
+    flags = validity(windows([50.0, 130.0, 0.5]), rated_power_w=100.0, foreign_processes=None, energy_cv=None,
+                     max_cv=0.1)
+    assert flags["windows_power_out_of_bounds"] == 2  # 130 W > 1.2 x 100 W; 0.5 W < 0.1 x 10 W idle
+    assert "outside [1, 120] W" in flags["invalid_reasons"]
+
+
+def test_foreign_gpu_process_makes_the_run_invalid_and_high_cv_is_only_flagged():
+    flags = validity(windows([50.0]), 100.0, foreign_processes=1, energy_cv=0.5, max_cv=0.1)
+    assert "1 other process(es)" in flags["invalid_reasons"] and flags["energy_cv_high"]
+    flags = validity(windows([50.0]), 100.0, foreign_processes=0, energy_cv=0.5, max_cv=0.1)
+    assert flags["invalid_reasons"] is None and flags["energy_cv_high"]
+
+
+def test_rapl_rated_power_is_the_highest_constraint_summed_over_packages(tmp_path):
+    for i in range(2):
+        d = zone(tmp_path, f"intel-rapl:{i}", f"package-{i}")
+        (d / "constraint_0_power_limit_uw").write_text("150000000\n")
+        (d / "constraint_1_power_limit_uw").write_text("200000000\n")
+    assert RaplMeter(tmp_path).rated_power_w == 400.0
+
+
+def test_a_second_run_on_the_same_device_waits_and_says_so(tmp_path, caplog):
+    held = threading.Event()
+
+    def holder():
+        with device_lock("cpu", str(tmp_path)):
+            held.set()
+            time.sleep(0.5)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    held.wait()
+    t0 = time.perf_counter()
+    with caplog.at_level(logging.WARNING), device_lock("cpu", str(tmp_path)):
+        waited = time.perf_counter() - t0
+    thread.join()
+    assert waited >= 0.3
+    assert "waiting for pid" in caplog.text and "measuring cpu" in caplog.text
+
+
+def test_different_devices_do_not_wait_for_each_other(tmp_path):
+    with device_lock("cpu", str(tmp_path)):
+        t0 = time.perf_counter()
+        with device_lock("cuda:0", str(tmp_path)):
+            assert time.perf_counter() - t0 < 0.2
