@@ -120,6 +120,8 @@ def measure_run(cfg: BenchConfig, checked: Checked, run_id: str) -> dict[str, An
         **environment.capture(),
         **_device_state(meter, "start"),
     }
+    # What the analysis groups by when one tree holds several machines or GPU types.
+    row["device_name"] = row.get("gpu_name") or row["cpu_model"]
     log.info("run %s: %s", run_id[:8], describe_run(cfg, device))
     try:
         t0 = time.perf_counter()
