@@ -12,16 +12,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from bench.config import BenchConfig, ConfigError, register_configs
+from bench.config import CONF_DIR, BenchConfig, ConfigError, register_configs
 from bench.run import record_failure, run
 from bench.summary import table
-
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 register_configs()
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(dict_cfg: DictConfig) -> str:
     cfg: BenchConfig = OmegaConf.to_object(dict_cfg)
     hc = HydraConfig.get()

@@ -184,6 +184,20 @@ def validate_for_device(cfg: BenchConfig, device: str) -> None:
         )
 
 
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+def load_profile(name: str) -> ProfileConfig:
+    """A profile from conf/profile/, for Python callers outside Hydra (benchmarks, the pytest plugin)."""
+    from omegaconf import OmegaConf
+
+    path = CONF_DIR / "profile" / f"{name}.yaml"
+    if not path.is_file():
+        valid = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise ConfigError(f"profile={name!r} is not valid; choose one of: {', '.join(valid)}")
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ProfileConfig), OmegaConf.load(path)))
+
+
 def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="bench_schema", node=BenchConfig)

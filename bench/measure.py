@@ -110,5 +110,7 @@ def summarise(m: Measurement, samples_per_call: int, tokens_per_call: int, profi
         "measured_seconds": total_s,
         # Kept so later comparisons (the regression gate) can bootstrap from the raw samples.
         "window_j_per_inference": per_inference,
+        "window_calls": list(m.window_calls),
+        "window_seconds": list(m.window_seconds),
         "latency_ms_samples": latencies_ms.round(4).tolist(),
     }

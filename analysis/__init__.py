@@ -1,0 +1,1 @@
+"""Reads result rows (parquet) and turns them into decisions: regression gates, fronts, reports."""
