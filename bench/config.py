@@ -73,10 +73,30 @@ class MeterConfig:
 
 
 @dataclass
+class EvalConfig:
+    """The quality each variant is scored on (see bench/quality/)."""
+
+    name: str = "bbc-topics"
+    kind: str = "classification"  # classification | sts | none
+    path: Optional[str] = None  # CSV, TSV or JSONL for file-based evals
+    header: bool = True  # false: columns are named by position, "0", "1", ...
+    text_column: str = "text"
+    text_pair_column: Optional[str] = None  # STS: the second sentence
+    label_column: str = "label"  # STS: the score
+    split_column: Optional[str] = None  # values train / test; without it, a seeded stratified split
+    test_fraction: float = 0.3
+    seed: int = 0
+    max_test_samples: Optional[int] = None
+    gate: float = 0.99  # a variant passes when its quality is >= gate x the fp32 reference's
+    cache_dir: str = "~/.cache/energy-bench"  # fp32 reference embeddings and probes
+
+
+@dataclass
 class BenchConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     profile: ProfileConfig = field(default_factory=ProfileConfig)
     meter: MeterConfig = field(default_factory=MeterConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     quant: str = "fp32"
     backend: str = "pytorch"
     device: str = "auto"
@@ -98,6 +118,7 @@ NOT_HASHED = ("results_dir", "resume", "lock_dir")
 def config_hash(cfg: BenchConfig) -> str:
     """Identifies what a run measures, so resume can tell which configurations are done."""
     fields = {k: v for k, v in asdict(cfg).items() if k not in NOT_HASHED}
+    del fields["eval"]["cache_dir"]
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -121,6 +142,10 @@ def validate_values(cfg: BenchConfig) -> None:
     if cfg.device != "auto" and cfg.device != "cpu" and not _is_cuda_name(cfg.device):
         raise ConfigError(f"device={cfg.device!r} is not valid; choose one of: auto, cpu, cuda, cuda:N")
     validate_results_dir(cfg.results_dir)
+    _choice("eval.kind", cfg.eval.kind, ("classification", "sts", "none"))
+    if not 0 < cfg.eval.test_fraction < 1 or not 0 < cfg.eval.gate <= 1:
+        raise ConfigError(f"eval.test_fraction={cfg.eval.test_fraction} and eval.gate={cfg.eval.gate} must lie in "
+                          "(0, 1) and (0, 1]")
     m = cfg.meter
     if m.estimate_tdp_w <= 0 or m.estimate_socket_cores < 1 or not 0 <= m.estimate_idle_fraction <= 1:
         raise ConfigError(

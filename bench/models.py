@@ -12,7 +12,8 @@ from urllib.parse import urlparse
 
 import torch
 import transformers
-from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
+from transformers import (AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer,
+                          PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase)
 
 from bench.config import ConfigError, ModelConfig
 
@@ -46,7 +47,7 @@ def resolve(cfg: ModelConfig) -> tuple[str, str]:
     return ref, cfg.revision
 
 
-def _hub_reachable(timeout_s: float = 3.0) -> bool:
+def hub_reachable(timeout_s: float = 3.0) -> bool:
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
         return False
     url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
@@ -80,7 +81,7 @@ def load_config(cfg: ModelConfig, seq_len: int) -> tuple[PretrainedConfig, str, 
         try:
             config = AutoConfig.from_pretrained(ref, revision=cfg.revision, local_files_only=True)
         except OSError:
-            if not _hub_reachable():
+            if not hub_reachable():
                 raise _offline_error(cfg, ref) from None
             config = AutoConfig.from_pretrained(ref, revision=cfg.revision)
     max_len = getattr(config, "max_position_embeddings", None)
@@ -92,14 +93,27 @@ def load_config(cfg: ModelConfig, seq_len: int) -> tuple[PretrainedConfig, str, 
     return config, ref, revision
 
 
+def has_classification_head(config: PretrainedConfig) -> bool:
+    return any(a.endswith("ForSequenceClassification") for a in getattr(config, "architectures", None) or [])
+
+
 def load_model(cfg: ModelConfig, config: PretrainedConfig, ref: str, seed: int) -> PreTrainedModel:
-    """The fp32 model in eval mode, on the CPU."""
+    """The fp32 model in eval mode, on the CPU; with its classification head when it has one."""
+    auto = AutoModelForSequenceClassification if has_classification_head(config) else AutoModel
     if cfg.weights == "random":
         torch.manual_seed(seed)
-        model = AutoModel.from_config(config)
+        model = auto.from_config(config)
     else:
-        model = AutoModel.from_pretrained(ref, revision=cfg.revision, dtype=torch.float32)
+        model = auto.from_pretrained(ref, revision=cfg.revision, dtype=torch.float32)
     return model.eval()
+
+
+def load_tokenizer(cfg: ModelConfig, ref: str) -> PreTrainedTokenizerBase:
+    try:
+        return AutoTokenizer.from_pretrained(ref, revision=cfg.revision)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"model {cfg.name!r} ({ref!r}) has no loadable tokenizer ({e}); the quality eval needs "
+                          "one: give a directory with tokenizer files, or run eval=none") from e
 
 
 def describe(model: torch.nn.Module) -> dict[str, Any]:

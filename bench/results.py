@@ -33,11 +33,11 @@ def write_row(row: dict[str, Any], directory: str | Path) -> Path:
 
 
 def row_files(path: str | Path) -> list[Path]:
-    """Row files under `path`; the temp files of interrupted writes start with a dot and are skipped."""
+    """Row files under `path` (never the temp files of interrupted writes, nor other parquet files)."""
     path = Path(path)
     if path.is_file():
         return [path]
-    return sorted(p for p in path.rglob("*.parquet") if not p.name.startswith("."))
+    return sorted(path.rglob(ROW_FILE))
 
 
 def load(path: str | Path, columns: list[str] | None = None) -> pd.DataFrame:

@@ -11,13 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import PretrainedConfig
+from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
 from bench import environment, models
 from bench.backends.pytorch import PyTorchBackend
 from bench.config import BenchConfig, config_hash, resolve_device, validate_for_device, validate_values
 from bench.device_lock import device_lock
 from bench.measure import measure, summarise
+from bench.quality.datasets import EvalSet, load_eval
+from bench.quality.evaluate import evaluate, reference
 from bench.meters import open_meter
 from bench.results import SCHEMA_VERSION, successful_row, write_row
 from bench.validity import validity
@@ -35,6 +37,8 @@ class Checked:
     model_config: PretrainedConfig
     model_ref: str
     model_revision: str
+    eval_set: EvalSet | None  # None: no quality eval (eval=none, or random weights)
+    tokenizer: PreTrainedTokenizerBase | None
 
 
 def check(cfg: BenchConfig) -> Checked:
@@ -44,7 +48,11 @@ def check(cfg: BenchConfig) -> Checked:
     validate_for_device(cfg, device)
     model_config, ref, revision = models.load_config(cfg.model, cfg.seq_len)
     open_meter(cfg.meter, device, cores_in_use=1).close()
-    return Checked(device, model_config, ref, revision)
+    eval_set = tokenizer = None
+    if cfg.eval.kind != "none" and cfg.model.weights == "pretrained":
+        eval_set = load_eval(cfg.eval)
+        tokenizer = models.load_tokenizer(cfg.model, ref)
+    return Checked(device, model_config, ref, revision, eval_set, tokenizer)
 
 
 def config_columns(cfg: BenchConfig, sweep_id: str | None) -> dict[str, Any]:
@@ -139,6 +147,7 @@ def measure_run(cfg: BenchConfig, checked: Checked, run_id: str) -> dict[str, An
         m = measure(call, backend.sync, meter, cfg.profile, min_window_s)
         row.update(summarise(m, batch.samples, batch.tokens, cfg.profile, cfg.seed))
         row.update(_device_state(meter, "end"))
+        row.update(_quality(cfg, checked, backend))
         row.update(validity(m, meter.rated_power_w, row.get("gpu_other_processes_end"), row["energy_cv"],
                             cfg.profile.max_cv))
         if row["invalid_reasons"]:
@@ -149,6 +158,25 @@ def measure_run(cfg: BenchConfig, checked: Checked, run_id: str) -> dict[str, An
     finally:
         meter.close()
     return row
+
+
+def _quality(cfg: BenchConfig, checked: Checked, backend: PyTorchBackend) -> dict[str, Any]:
+    """Quality of the variant just measured, on the same device, backend and batch size."""
+    if checked.eval_set is None:
+        if cfg.eval.kind != "none":
+            log.info("weights=random: no quality eval (quality_metric=none)")
+        return {"eval": "none", "quality_metric": "none"}
+    device = checked.device
+
+    def fp32_forward() -> Any:
+        if cfg.quant == "fp32":
+            return backend.forward  # this variant is the reference
+        fp32 = models.load_model(cfg.model, checked.model_config, checked.model_ref, cfg.seed).to(device)
+        return PyTorchBackend(fp32, device).forward
+
+    identity = {"model": checked.model_ref, "revision": checked.model_revision, "device": device.split(":")[0]}
+    ref = reference(cfg.eval, checked.eval_set, identity, checked.tokenizer, cfg.seq_len, fp32_forward)
+    return evaluate(cfg.eval, checked.eval_set, backend.forward, checked.tokenizer, cfg.batch_size, cfg.seq_len, ref)
 
 
 def _device_state(meter: Any, when: str) -> dict[str, Any]:

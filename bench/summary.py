@@ -17,6 +17,8 @@ COLUMNS = {
     "energy_j_per_inference_ci_high": "ci high",
     "energy_j_per_token": "J/token",
     "energy_source": "source",
+    "quality": "quality",
+    "quality_ratio": "vs fp32",
 }
 
 

@@ -5,7 +5,7 @@ import shutil
 import pandas as pd
 import pytest
 
-from bench.config import BenchConfig, ModelConfig, ProfileConfig
+from bench.config import BenchConfig, EvalConfig, ModelConfig, ProfileConfig
 from bench.results import load
 from bench.run import run
 from tests.conftest import run_bench
@@ -27,7 +27,7 @@ KINDS = {"int": pd.api.types.is_integer_dtype, "float": pd.api.types.is_float_dt
 
 def test_quick_sweep_of_minilm_writes_one_typed_row_per_run(tmp_path):
     result = run_bench("quant=int8,bf16", "batch_size=1", "seq_len=32", "profile=quick",
-                       f"hydra.sweep.dir={tmp_path}/sweep", "-m")
+                       "eval.max_test_samples=100", f"hydra.sweep.dir={tmp_path}/sweep", "-m")
     assert result.returncode == 0, result.stderr
     rows = load(tmp_path / "sweep")
     assert len(rows) == 2
@@ -47,13 +47,19 @@ def test_quick_sweep_of_minilm_writes_one_typed_row_per_run(tmp_path):
     int8 = rows.set_index("quant").loc["int8"]
     assert int8["quantized_layers"] == 6 * 6 + 1  # per layer q, k, v, attention out, intermediate, output; pooler
     assert "Sweep summary (2 rows" in result.stdout and "J/inf" in result.stdout
+    # Quality in the loop: the probe on MiniLM's fp32 embeddings, every variant scored against it.
+    assert set(rows["eval"]) == {"bbc-topics"} and set(rows["quality_metric"]) == {"accuracy"}
+    assert (rows["quality_ref"] > 0.9).all() and (rows["quality"] > 0.85).all()
+    assert rows["quality_ratio"].tolist() == pytest.approx((rows["quality"] / rows["quality_ref"]).tolist())
+    assert (rows["fidelity_cosine_mean"] > 0.8).all() and (rows["eval_samples"] == 100).all()
+    assert pd.api.types.is_bool_dtype(rows["passes_quality_gate"])
 
 
 def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tiny_model_dir, tmp_path):
     broken = tmp_path / "broken-model"
     shutil.copytree(tiny_model_dir, broken)
     (broken / "model.safetensors").write_bytes(b"not a safetensors file")
-    result = run_bench(f"model.name_or_path={broken},{tiny_model_dir}", "model.name=tiny", "quant=fp32",
+    result = run_bench(f"model.name_or_path={broken},{tiny_model_dir}", "model.name=tiny", "eval=none", "quant=fp32",
                        "batch_size=1", "seq_len=16", "profile=quick", f"hydra.sweep.dir={tmp_path}/sweep", "-m")
     assert result.returncode == 1
     rows = load(tmp_path / "sweep").set_index("model_name_or_path")
@@ -69,13 +75,14 @@ def test_random_weights_build_bert_base_offline(tmp_path):
     (row,) = load(tmp_path).to_dict("records")
     assert (row["model"], row["weights"], row["model_revision"]) == ("bert-base", "random", "BertConfig()")
     assert row["params_total"] > 100e6 and row["quantized_layers"] == 12 * 6 + 1
+    assert row["quality_metric"] == "none" and pd.isna(row.get("quality"))
 
 
 def test_python_callers_run_the_same_harness(tiny_model_dir, tmp_path):
     quick = ProfileConfig(name="quick", warmup_calls=1, warmup_s=0, idle_s=0.1, windows=2, min_window_s=0.05,
                           min_calls=2)
     cfg = BenchConfig(model=ModelConfig(name="tiny", name_or_path=str(tiny_model_dir)), profile=quick,
-                      batch_size=4, seq_len=16, threads=1)
+                      eval=EvalConfig(name="none", kind="none"), batch_size=4, seq_len=16, threads=1)
     row = run(cfg, tmp_path)
     assert row["status"] == "ok" and row["threads"] == 1 and row["windows"] == 2
     assert load(tmp_path)["run_id"].tolist() == [row["run_id"]]
@@ -86,5 +93,5 @@ def test_each_cpu_variant_runs(tiny_model_dir, tmp_path, quant):
     quick = ProfileConfig(name="quick", warmup_calls=1, warmup_s=0, idle_s=0.05, windows=2, min_window_s=0.02,
                           min_calls=2)
     cfg = BenchConfig(model=ModelConfig(name="tiny", name_or_path=str(tiny_model_dir)), profile=quick,
-                      quant=quant, seq_len=16)
+                      eval=EvalConfig(name="none", kind="none"), quant=quant, seq_len=16)
     assert run(cfg, tmp_path)["status"] == "ok"

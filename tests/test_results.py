@@ -11,6 +11,8 @@ def test_rows_are_written_atomically_and_loaded_from_a_tree(tmp_path):
     (tmp_path / "sweep" / "2").mkdir()
     (tmp_path / "sweep" / "2" / ".row-x.parquet.tmp").write_bytes(b"partial")
     (tmp_path / "sweep" / "2" / ".row-y.parquet").write_bytes(b"partial")
+    (tmp_path / "sweep" / "analysis").mkdir()
+    (tmp_path / "sweep" / "analysis" / "pareto.parquet").write_bytes(b"not a row")
     rows = load(tmp_path)
     assert sorted(rows["run_id"]) == ["a", "b"]
     assert list(rows.set_index("run_id").loc["a", "latency_ms_samples"]) == [1.0, 2.0]

@@ -8,15 +8,15 @@ import time
 
 import pytest
 
-from bench.config import BenchConfig, ConfigError, ModelConfig
+from bench.config import BenchConfig, ConfigError, EvalConfig, ModelConfig
 from bench.results import load
 from bench.run import record_failure
 from tests.conftest import PROJECT, run_bench
 
 
 def test_killed_sweep_resumes_with_every_configuration_exactly_once(tiny_model_dir, tmp_path):
-    args = [f"model.name_or_path={tiny_model_dir}", "model.name=tiny", "quant=fp32,int8,bf16", "batch_size=1",
-            "seq_len=16", "profile=quick", "profile.windows=4", "profile.min_window_s=0.5",
+    args = [f"model.name_or_path={tiny_model_dir}", "model.name=tiny", "eval=none", "quant=fp32,int8,bf16",
+            "batch_size=1", "seq_len=16", "profile=quick", "profile.windows=4", "profile.min_window_s=0.5",
             f"results_dir={tmp_path}", "resume=true", "-m"]
     proc = subprocess.Popen([sys.executable, "-m", "bench", *args], cwd=PROJECT, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -65,12 +65,14 @@ def test_resume_ignores_where_results_go():
     from bench.config import config_hash
 
     assert config_hash(BenchConfig(results_dir="a", resume=True)) == config_hash(BenchConfig())
+    assert config_hash(BenchConfig(eval=EvalConfig(cache_dir="/elsewhere"))) == config_hash(BenchConfig())
     assert config_hash(BenchConfig(batch_size=2)) != config_hash(BenchConfig())
 
 
 def test_submitit_local_sweep_writes_both_rows_into_one_tree(tiny_model_dir, tmp_path):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="pip install -e '.[cluster]'")
     result = run_bench("hydra/launcher=submitit_local", f"model.name_or_path={tiny_model_dir}", "model.name=tiny",
+                       "eval=none",
                        "quant=fp32,int8", "batch_size=1", "seq_len=16", "profile=quick", f"results_dir={tmp_path}",
                        f"lock_dir={tmp_path}/locks", "-m")
     assert result.returncode == 0, result.stderr

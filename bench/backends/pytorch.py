@@ -24,6 +24,10 @@ class PyTorchBackend:
 
         return call
 
+    @torch.inference_mode()
+    def forward(self, inputs: dict[str, torch.Tensor]) -> Any:
+        return self.model(**{k: v.to(self.device) for k, v in inputs.items()})
+
     def sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)

