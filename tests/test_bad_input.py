@@ -17,6 +17,10 @@ CASES = [
     (["batch_size=abc"], ["abc", "batch_size"]),
     (["seq_len=4096"], ["seq_len=4096", "2..512"]),
     (["meter=rapl", "meter.rapl_root=/nonexistent"], ["meter=rapl", "/nonexistent"]),
+    (["backend=onnx"], ["backend='onnx'", "pytorch"]),
+    (["device=tpu"], ["device='tpu'", "auto, cpu, cuda, cuda:N"]),
+    (["eval=nosuch"], ["eval/nosuch", "bbc-topics", "sst2", "text-classification", "sts", "none"]),
+    (["eval=text-classification", "eval.path=/nonexistent.tsv"], ["eval.path='/nonexistent.tsv'", "does not exist"]),
 ]
 
 
