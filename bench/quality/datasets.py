@@ -110,8 +110,9 @@ def _split_by_column(rows: list[dict], cfg: EvalConfig, labels: list) -> tuple[n
 
 
 def _classification(texts: list[str], labels: list, rows: list[dict] | None, cfg: EvalConfig) -> EvalSet:
-    names = sorted({str(v) for v in labels}, key=lambda v: (not v.lstrip("-").isdigit(), int(v)
-                                                            if v.lstrip("-").isdigit() else 0, v))
+    values = {str(v) for v in labels}
+    # Integer labels keep their numeric order (0, 1, ..., 10), so a model head's indices line up with them.
+    names = sorted(values, key=int) if all(v.lstrip("-").isdigit() for v in values) else sorted(values)
     if len(names) < 2:
         raise ConfigError(f"eval={cfg.name}: labels take fewer than two values ({names}); nothing to classify")
     index = {n: i for i, n in enumerate(names)}
@@ -126,7 +127,7 @@ def load_eval(cfg: EvalConfig) -> EvalSet:
     if cfg.name == "bbc-topics":
         texts, labels = _bbc_news()
         return _classification(texts, labels, None, cfg)
-    if cfg.kind == "sts" or cfg.kind == "classification":
+    if cfg.kind in ("sts", "classification"):
         rows = _read_table(cfg)
         texts = [str(r[cfg.text_column]) for r in rows]
         raw = [str(r[cfg.label_column]).strip() for r in rows]
