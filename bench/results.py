@@ -48,10 +48,10 @@ def load(path: str | Path, columns: list[str] | None = None) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True, sort=False)
 
 
-def successful_row(results_dir: str | Path, config_hash: str) -> str | None:
-    """The file of an ok row for this configuration anywhere under `results_dir`, if there is one."""
-    if not Path(results_dir).is_dir():
-        return None
-    rows = load(results_dir, columns=["config_hash", "status"])
-    done = rows[(rows["config_hash"] == config_hash) & (rows["status"] == "ok")] if len(rows) else rows
-    return done["row_file"].iloc[0] if len(done) else None
+def successful_rows(results_dir: str | Path, config_hashes: set[str]) -> pd.DataFrame:
+    """The ok rows of these configurations anywhere under `results_dir`, one per configuration."""
+    rows = load(results_dir) if Path(results_dir).is_dir() else pd.DataFrame()
+    if rows.empty or "config_hash" not in rows:
+        return pd.DataFrame()
+    done = rows[rows["config_hash"].isin(config_hashes) & (rows["status"] == "ok")]
+    return done.drop_duplicates("config_hash")

@@ -21,7 +21,7 @@ from bench.measure import measure, summarise
 from bench.quality.datasets import EvalSet, load_eval
 from bench.quality.evaluate import evaluate, reference
 from bench.meters import open_meter
-from bench.results import SCHEMA_VERSION, successful_row, write_row
+from bench.results import SCHEMA_VERSION, successful_rows, write_row
 from bench.validity import validity
 from bench.variants.quant import apply_quant
 from bench.workloads.classify import synthetic_batch
@@ -101,9 +101,10 @@ def run(cfg: BenchConfig, out_dir: str | Path, sweep_id: str | None = None) -> d
     device = checked.device
     row = config_columns(cfg, sweep_id)
     row.update(device=device, model_name_or_path=checked.model_ref, model_revision=checked.model_revision)
-    if cfg.resume and (done := successful_row(cfg.results_dir, row["config_hash"])):
-        log.info("skipping %s: already measured in %s", describe_run(cfg, device), done)
-        return {**row, "status": "skipped", "row_file": done}
+    if cfg.resume and len(done := successful_rows(cfg.results_dir, {row["config_hash"]})):
+        where = done["row_file"].iloc[0]
+        log.info("skipping %s: already measured in %s", describe_run(cfg, device), where)
+        return {**row, "status": "skipped", "row_file": where}
     torch.set_num_threads(cfg.threads or DEFAULT_THREADS)
     with device_lock(device, cfg.lock_dir):
         row.update(measure_run(cfg, checked, row["run_id"]))

@@ -68,9 +68,8 @@ class SweepCallback(Callback):
         if any(cfg.resume for cfg in self.configs):
             # Configurations skipped as already measured still belong in this sweep's table.
             hashes = {config_hash(cfg) for cfg in self.configs} - set(rows.get("config_hash", []))
-            earlier = results.load(self.configs[0].results_dir)
-            earlier = earlier[earlier["config_hash"].isin(hashes) & (earlier["status"] == "ok")]
-            rows = pd.concat([rows, earlier.drop_duplicates("config_hash")], ignore_index=True)
+            rows = pd.concat([rows, results.successful_rows(self.configs[0].results_dir, hashes)],
+                             ignore_index=True)
         print(f"\nSweep summary ({len(rows)} rows; new ones in {config.hydra.sweep.dir}):")
         print(summary.table(rows))
         if rows.empty:
