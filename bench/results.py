@@ -40,9 +40,9 @@ def row_files(path: str | Path) -> list[Path]:
     return sorted(path.rglob(ROW_FILE))
 
 
-def load(path: str | Path, columns: list[str] | None = None) -> pd.DataFrame:
+def load(path: str | Path) -> pd.DataFrame:
     """Every row under `path` (a directory tree or one file), in one DataFrame, with a `row_file` column."""
-    frames = [pd.read_parquet(f, columns=columns).assign(row_file=str(f)) for f in row_files(path)]
+    frames = [pd.read_parquet(f).assign(row_file=str(f)) for f in row_files(path)]
     if not frames:
         return pd.DataFrame()
     return pd.concat(frames, ignore_index=True, sort=False)
