@@ -1,0 +1,61 @@
+"""Command-line options shared by `python -m analysis` and `python -m analysis.recommend`: prices, grid
+intensity and device peaks."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from analysis.costs import DEFAULT_GRID_GCO2_PER_KWH, DEFAULT_PRICE_PER_KWH, CostSettings
+from analysis.limits import ANY_PRECISION, Peaks, cpu_entry, load_peaks
+
+
+def _assignments(values: list[str], flag: str) -> dict[str, float]:
+    """["H200=0.1", ...] -> {"H200": 0.1}; a bad item raises ValueError naming the flag and the form."""
+    out = {}
+    for item in values:
+        name, sep, value = item.rpartition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+        if not sep or not name.strip() or number is None:
+            raise ValueError(f"{flag} {item!r}: expected NAME=NUMBER")
+        out[name.strip()] = number
+    return out
+
+
+def add_cost_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("cost and carbon (applied to the attributed, idle-subtracted energy)")
+    group.add_argument("--price-per-kwh", type=float, default=DEFAULT_PRICE_PER_KWH,
+                       help=f"electricity price per kWh, any currency (default {DEFAULT_PRICE_PER_KWH}, illustrative)")
+    group.add_argument("--grid-gco2-per-kwh", type=float, default=DEFAULT_GRID_GCO2_PER_KWH,
+                       help=f"grid carbon intensity (default {DEFAULT_GRID_GCO2_PER_KWH:g}, illustrative)")
+    group.add_argument("--device-price", action="append", default=[], metavar="NAME=VALUE",
+                       help="price for devices matching NAME (a word of the device or device_name: cpu, H200)")
+    group.add_argument("--device-grid", action="append", default=[], metavar="NAME=VALUE",
+                       help="grid intensity for devices matching NAME")
+    group.add_argument("--requests-per-day", type=float, help="also give daily kWh, cost and gCO2e")
+
+
+def cost_settings(args: argparse.Namespace) -> CostSettings:
+    return CostSettings(args.price_per_kwh, args.grid_gco2_per_kwh,
+                        _assignments(args.device_price, "--device-price"),
+                        _assignments(args.device_grid, "--device-grid"), args.requests_per_day)
+
+
+def add_peak_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("device peaks (distance to the limit)")
+    group.add_argument("--device-peaks", type=Path, metavar="FILE",
+                       help="YAML with more `devices:` (or `precision_of_quant:`) over the built-in table")
+    group.add_argument("--cpu-peak-tflops", action="append", default=[], metavar="[PRECISION=]TFLOPS",
+                       help="the CPU's peak: one number for every precision, or repeat as fp32=2.4 int8=9.6")
+    group.add_argument("--cpu-rated-w", type=float, help="the CPU's rated power (TDP) in W")
+    group.add_argument("--cpu-mem-gbs", type=float, help="the CPU's memory bandwidth in GB/s")
+
+
+def peaks(args: argparse.Namespace) -> Peaks:
+    tflops = _assignments([v if "=" in v else f"{ANY_PRECISION}={v}" for v in args.cpu_peak_tflops],
+                          "--cpu-peak-tflops")
+    configured = tflops or args.cpu_rated_w is not None or args.cpu_mem_gbs is not None
+    return load_peaks(args.device_peaks, cpu_entry(tflops, args.cpu_rated_w, args.cpu_mem_gbs) if configured else None)
