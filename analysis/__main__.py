@@ -1,4 +1,5 @@
-"""`python -m analysis results/<tree> [--out DIR]`: fronts, plots, summary.md and report.html."""
+"""`python -m analysis results/<tree> [--out DIR]`: fronts, plots, cost and carbon, distance to the limit,
+summary.md and report.html."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ import sys
 from pathlib import Path
 
 from analysis import plots, report
+from analysis.axes import DEFAULT_SCENARIO
+from analysis.costs import CostSettings, with_costs
+from analysis.limits import Peaks, with_limits
+from analysis.options import add_cost_options, add_peak_options, cost_settings, peaks
 from analysis.pareto import with_fronts
 from bench.results import load
 
@@ -16,11 +21,13 @@ def _slug(*parts: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", "_".join(parts)).strip("-")
 
 
-def analyse(tree: Path, out: Path) -> list[Path]:
+def analyse(tree: Path, out: Path, settings: CostSettings | None = None, device_peaks: Peaks | None = None
+            ) -> list[Path]:
     rows = load(tree)
     if rows.empty:
         raise SystemExit(f"error: no result rows under {tree}")
     rows, excluded = with_fronts(rows)
+    rows = with_limits(with_costs(rows, settings or CostSettings()), device_peaks or Peaks())
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "pareto.parquet", out / "pareto.csv"]
     rows.to_parquet(written[0], index=False)
@@ -28,11 +35,12 @@ def analyse(tree: Path, out: Path) -> list[Path]:
               ).to_csv(written[1], index=False)
     placed = rows[(rows["status"] == "ok") & rows["quality"].notna()]
     groups = []
-    for (eval_name, device), group in placed.groupby(["eval", "device_key"], sort=True):
-        name = _slug(eval_name, device)
-        images = [plots.quality_energy(group, eval_name, device, out / f"quality_energy_{name}.png"),
-                  plots.latency_energy(group, eval_name, device, out / f"latency_energy_{name}.png")]
-        groups.append((eval_name, device, group, images))
+    for (eval_name, scenario, device), group in placed.groupby(["eval", "scenario", "device_key"], sort=True):
+        shown = eval_name if scenario == DEFAULT_SCENARIO else f"{eval_name} ({scenario})"
+        name = _slug(eval_name, device) if scenario == DEFAULT_SCENARIO else _slug(eval_name, scenario, device)
+        images = [plots.quality_energy(group, f"{shown} on {device}", out / f"quality_energy_{name}.png"),
+                  plots.latency_energy(group, f"{shown} on {device}", out / f"latency_energy_{name}.png")]
+        groups.append((f"{shown} on {device}", group, images))
         written += images
     (out / "summary.md").write_text(report.summary_md(groups, excluded))
     (out / "report.html").write_text(report.report_html(groups, excluded, f"Energy and quality: {tree}"))
@@ -43,11 +51,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m analysis", description=__doc__)
     parser.add_argument("tree", type=Path, help="a results tree (a sweep, or all of results/)")
     parser.add_argument("--out", type=Path, help="where to write (default: <tree>/analysis)")
+    add_cost_options(parser)
+    add_peak_options(parser)
     args = parser.parse_args(argv)
     if not args.tree.exists():
         print(f"error: {args.tree} does not exist", file=sys.stderr)
         return 2
-    for path in analyse(args.tree, args.out or args.tree / "analysis"):
+    try:
+        settings, device_peaks = cost_settings(args), peaks(args)
+    except (ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for path in analyse(args.tree, args.out or args.tree / "analysis", settings, device_peaks):
         print(path)
     return 0
 

@@ -1,4 +1,4 @@
-"""Quality–energy and latency–energy plots, one per (eval, device)."""
+"""Quality–energy and latency–energy plots, one per (eval, scenario, device), energy on `energy_j`."""
 
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ def _scatter(ax: plt.Axes, rows: pd.DataFrame, y: str) -> None:
         front = bool(row.get("on_pareto_front", False))
         measured = bool(row["energy_measured"])
         color = "tab:blue" if front else "tab:gray"
-        ax.scatter(row["energy_j_per_inference"], row[y], s=46, alpha=1.0 if front else 0.45, linewidths=1.5,
+        ax.scatter(row["energy_j"], row[y], s=46, alpha=1.0 if front else 0.45, linewidths=1.5,
                    edgecolors=color, facecolors=color if measured else "none", zorder=3)
-        ax.annotate(_label(row), (row["energy_j_per_inference"], row[y]), textcoords="offset points",
+        ax.annotate(_label(row), (row["energy_j"], row[y]), textcoords="offset points",
                     xytext=(5, 4), fontsize=7, alpha=1.0 if front else 0.6)
 
 
@@ -36,11 +36,15 @@ def _legend(ax: plt.Axes, rows: pd.DataFrame, extra: list) -> None:
     ax.legend(handles=handles + extra, fontsize=7, loc="best")
 
 
-def quality_energy(rows: pd.DataFrame, eval_name: str, device: str, path: Path) -> Path:
+def _energy_label(rows: pd.DataFrame) -> str:
+    return f"energy per {rows['energy_unit'].iloc[0]} (J, log scale)"
+
+
+def quality_energy(rows: pd.DataFrame, heading: str, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(8, 5.5))
     _scatter(ax, rows, "quality")
-    front = rows[rows["on_pareto_front"]].sort_values("energy_j_per_inference")
-    ax.plot(front["energy_j_per_inference"], front["quality"], color="tab:blue", zorder=2)
+    front = rows[rows["on_pareto_front"]].sort_values("energy_j")
+    ax.plot(front["energy_j"], front["quality"], color="tab:blue", zorder=2)
     extra = []
     if "quality_gate" in rows:
         for (model, ref, gate), _ in rows.groupby(["model", "quality_ref", "quality_gate"]):
@@ -48,9 +52,9 @@ def quality_energy(rows: pd.DataFrame, eval_name: str, device: str, path: Path) 
             extra.append(plt.Line2D([], [], color="tab:red", linestyle="--",
                                     label=f"quality gate {model}: {gate:.0%} of fp32 ({ref * gate:.4g})"))
     ax.set_xscale("log")
-    ax.set_xlabel("energy per inference (J, log scale)")
-    ax.set_ylabel(f"{rows['quality_metric'].iloc[0]} on {eval_name}")
-    ax.set_title(f"Quality against energy: {eval_name} on {device}")
+    ax.set_xlabel(_energy_label(rows))
+    ax.set_ylabel(f"{rows['quality_metric'].iloc[0]} on {rows['eval'].iloc[0]}")
+    ax.set_title(f"Quality against energy: {heading}")
     ax.grid(True, which="both", alpha=0.3)
     _legend(ax, rows, extra)
     fig.tight_layout()
@@ -59,14 +63,14 @@ def quality_energy(rows: pd.DataFrame, eval_name: str, device: str, path: Path) 
     return path
 
 
-def latency_energy(rows: pd.DataFrame, eval_name: str, device: str, path: Path) -> Path:
+def latency_energy(rows: pd.DataFrame, heading: str, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(8, 5.5))
     _scatter(ax, rows, "latency_ms_p50")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("energy per inference (J, log scale)")
+    ax.set_xlabel(_energy_label(rows))
     ax.set_ylabel("latency p50 per batch (ms, log scale)")
-    ax.set_title(f"Latency against energy: {eval_name} on {device}")
+    ax.set_title(f"Latency against energy: {heading}")
     ax.grid(True, which="both", alpha=0.3)
     _legend(ax, rows, [])
     fig.tight_layout()

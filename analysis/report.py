@@ -1,4 +1,4 @@
-"""summary.md and a self-contained report.html (plots embedded) from rows with their fronts."""
+"""summary.md and a self-contained report.html (plots embedded) from rows with their fronts, costs and limits."""
 
 from __future__ import annotations
 
@@ -11,9 +11,20 @@ import pandas as pd
 COLUMNS = [
     ("front", "front"), ("model", "model"), ("quant", "quant"), ("batch_size", "batch"), ("backend", "backend"),
     ("quality", "quality"), ("quality_ratio", "vs fp32"), ("passes_quality_gate", "gate"),
-    ("energy_j_per_inference", "J/inference"), ("energy_ci", "95% CI"), ("energy_j_per_token", "J/token"),
-    ("latency_ms_p50", "p50 ms"), ("energy_source", "energy source"),
+    ("energy_j", "J/{unit}"), ("energy_ci", "95% CI"), ("energy_j_per_token", "J/token"),
+    ("latency_ms_p50", "p50 ms"), ("kwh_per_million", "kWh/M"), ("cost_per_million", "cost/M"),
+    ("gco2e_per_million", "gCO2e/M"), ("energy_source", "energy source"),
 ]
+DAILY = [("kwh_per_day", "kWh/day"), ("cost_per_day", "cost/day"), ("gco2e_per_day", "gCO2e/day")]
+LIMIT_COLUMNS = [
+    ("model", "model"), ("quant", "quant"), ("batch_size", "batch"), ("precision", "precision"),
+    ("limit_device", "peak of"), ("achieved_tflops", "TFLOP/s"), ("fraction_of_peak_tflops", "% peak FLOP/s"),
+    ("gflops_per_joule", "GFLOP/J"), ("peak_gflops_per_joule", "peak GFLOP/J"),
+    ("fraction_of_peak_flops_per_joule", "% peak FLOP/J"), ("energy_source", "energy source"),
+]
+DECODE_COLUMNS = [("decode_tokens_s", "decode tok/s"), ("decode_bound_tokens_s", "bound tok/s"),
+                  ("fraction_of_decode_bound", "% of bound")]
+Group = tuple[str, pd.DataFrame, list[Path]]  # heading, rows, plot files
 
 
 def _fmt(value: object) -> str:
@@ -22,39 +33,100 @@ def _fmt(value: object) -> str:
     return "-" if value is None or (not isinstance(value, str) and pd.isna(value)) else str(value)
 
 
-def table(rows: pd.DataFrame) -> pd.DataFrame:
-    """One group's rows sorted by energy, the front marked, the interval and the energy source shown."""
-    rows = rows.sort_values("energy_j_per_inference")
-    shown = pd.DataFrame({
-        "front": rows["on_pareto_front"].map({True: "★", False: ""}),
-        "energy_ci": [f"[{lo:.4g}, {hi:.4g}]" for lo, hi in zip(rows["energy_j_per_inference_ci_low"],
-                                                               rows["energy_j_per_inference_ci_high"])],
-        "energy_source": [s if m else f"{s} (ESTIMATE)" for s, m in zip(rows["energy_source"],
-                                                                       rows["energy_measured"].astype(bool))],
-    }, index=rows.index)
-    for column, _ in COLUMNS:
+def _percent(values: pd.Series) -> list[str]:
+    return ["-" if pd.isna(v) else f"{v:.1%}" for v in values]
+
+
+def _source(rows: pd.DataFrame) -> list[str]:
+    """The energy source, marked where it is a model rather than a measurement."""
+    return [s if m else f"{s} (ESTIMATE)" for s, m in zip(rows["energy_source"], rows["energy_measured"].astype(bool))]
+
+
+def _shown(rows: pd.DataFrame, columns: list[tuple[str, str]], computed: dict) -> pd.DataFrame:
+    shown = pd.DataFrame(computed, index=rows.index)
+    for column, _ in columns:
         if column not in shown:
             shown[column] = rows[column] if column in rows else None
-    return shown[[c for c, _ in COLUMNS]].rename(columns=dict(COLUMNS))
+    return shown[[c for c, _ in columns]].rename(columns=dict(columns))
 
 
-def summary_md(groups: list[tuple[str, str, pd.DataFrame, list[Path]]], excluded: int) -> str:
+def table(rows: pd.DataFrame) -> pd.DataFrame:
+    """One group's rows sorted by energy, the front marked, the interval, cost and carbon, the energy source."""
+    rows = rows.sort_values("energy_j")
+    unit = rows["energy_unit"].iloc[0]
+    columns = [(c, title.format(unit=unit)) for c, title in COLUMNS] + [d for d in DAILY if d[0] in rows]
+    return _shown(rows, columns, {
+        "front": rows["on_pareto_front"].map({True: "★", False: ""}),
+        "energy_ci": ["-" if pd.isna(lo) or pd.isna(hi) else f"[{lo:.4g}, {hi:.4g}]"
+                      for lo, hi in zip(rows["energy_j_ci_low"], rows["energy_j_ci_high"])],
+        "energy_source": _source(rows),
+    })
+
+
+def limits_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """How far each variant is from the device's peak FLOP/s and FLOP/J (and, for decode, the bandwidth bound)."""
+    rows = rows.sort_values("energy_j")
+    columns = LIMIT_COLUMNS[:-1] + (DECODE_COLUMNS if (rows["scenario"] == "generate").any() else []) \
+        + LIMIT_COLUMNS[-1:]
+    return _shown(rows, columns, {
+        "gflops_per_joule": rows["flops_per_joule"] / 1e9, "peak_gflops_per_joule": rows["peak_flops_per_joule"] / 1e9,
+        "fraction_of_peak_tflops": _percent(rows["fraction_of_peak_tflops"]),
+        "fraction_of_peak_flops_per_joule": _percent(rows["fraction_of_peak_flops_per_joule"]),
+        "fraction_of_decode_bound": _percent(rows["fraction_of_decode_bound"]),
+        "energy_source": _source(rows),
+    })
+
+
+def _unique(values: pd.Series) -> list[str]:
+    return [v for v in dict.fromkeys(values.dropna().astype(str)) if v]
+
+
+def cost_note(rows: pd.DataFrame) -> str:
+    unit = rows["energy_unit"].iloc[0]
+    prices = ", ".join(f"{float(v):g}" for v in rows["price_per_kwh"].unique())
+    grids = ", ".join(f"{float(v):g}" for v in rows["grid_gco2_per_kwh"].unique())
+    return (f"kWh/M, cost/M, gCO2e/M: per million {unit}s, from the attributed (idle-subtracted) energy at "
+            f"{prices} per kWh and {grids} gCO2e/kWh.")
+
+
+def limit_notes(rows: pd.DataFrame) -> list[str]:
+    """The peaks' sources, and why a figure is missing (each reason once)."""
+    notes = [f"Peaks: {s}." for s in _unique(rows["peak_source"])]
+    notes += [f"No figure: {n}." for n in _unique(rows["limit_note"])]
+    notes.append("% peak FLOP/J: the row's FLOP per attributed joule over the datasheet's dense peak FLOP/s per "
+                 "rated watt.")
+    return notes
+
+
+def _md_table(t: pd.DataFrame) -> list[str]:
+    return (["| " + " | ".join(t.columns) + " |", "|" + "---|" * len(t.columns)]
+            + ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in t.itertuples(index=False)])
+
+
+def summary_md(groups: list[Group], excluded: int) -> str:
     lines = ["# Energy and quality summary", ""]
     if excluded:
         lines += [f"{excluded} row(s) without usable quality or energy (failed runs, eval=none) are not placed.", ""]
-    for eval_name, device, rows, _ in groups:
-        t = table(rows)
-        lines += [f"## {eval_name} on {device}", "", "| " + " | ".join(t.columns) + " |",
-                  "|" + "---|" * len(t.columns)]
-        lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in t.itertuples(index=False)]
-        lines += ["", "★: on the Pareto front (no other variant is at least as accurate for no more energy)."]
+    for heading, rows, _ in groups:
+        lines += [f"## {heading}", "", *_md_table(table(rows)), ""]
+        lines += ["★: on the Pareto front (no other variant is at least as accurate for no more energy).",
+                  cost_note(rows)]
         if not rows["energy_measured"].astype(bool).all():
             lines += ["ESTIMATE: no energy counter was readable; the figure is a power model, not a measurement."]
-        lines.append("")
+        lines += ["", f"### Distance to the limit: {heading}", "", *_md_table(limits_table(rows)), ""]
+        lines += [*limit_notes(rows), ""]
     return "\n".join(lines)
 
 
-def report_html(groups: list[tuple[str, str, pd.DataFrame, list[Path]]], excluded: int, title: str) -> str:
+def _html_table(t: pd.DataFrame) -> str:
+    return t.to_html(index=False, na_rep="-", float_format=lambda v: f"{v:.4g}", border=0)
+
+
+def _note(text: str) -> str:
+    return f"<p class='note'>{html.escape(text)}</p>"
+
+
+def report_html(groups: list[Group], excluded: int, title: str) -> str:
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
              "body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}"
              "table{border-collapse:collapse;font-size:13px;margin:1em 0}"
@@ -63,14 +135,15 @@ def report_html(groups: list[tuple[str, str, pd.DataFrame, list[Path]]], exclude
              "img{max-width:100%;border:1px solid #eee;margin:0.5em 0}.note{color:#666;font-size:13px}"
              "</style></head><body>", f"<h1>{html.escape(title)}</h1>"]
     if excluded:
-        parts.append(f"<p class='note'>{excluded} row(s) without usable quality or energy are not placed.</p>")
-    for eval_name, device, rows, images in groups:
-        parts.append(f"<h2>{html.escape(eval_name)} on {html.escape(device)}</h2>")
-        parts.append(table(rows).to_html(index=False, na_rep="-", float_format=lambda v: f"{v:.4g}", border=0))
-        parts.append("<p class='note'>★ on the Pareto front. Hollow points and ESTIMATE sources: no energy "
-                     "counter was readable, the figure is a power model, not a measurement.</p>")
+        parts.append(_note(f"{excluded} row(s) without usable quality or energy are not placed."))
+    for heading, rows, images in groups:
+        parts += [f"<h2>{html.escape(heading)}</h2>", _html_table(table(rows)),
+                  _note("★ on the Pareto front. Hollow points and ESTIMATE sources: no energy counter was readable, "
+                        "the figure is a power model, not a measurement."), _note(cost_note(rows))]
         for image in images:
             data = base64.b64encode(image.read_bytes()).decode()
             parts.append(f"<img alt='{html.escape(image.stem)}' src='data:image/png;base64,{data}'>")
+        parts += [f"<h3>Distance to the limit: {html.escape(heading)}</h3>", _html_table(limits_table(rows)),
+                  *(_note(n) for n in limit_notes(rows))]
     parts.append("</body></html>")
     return "\n".join(parts)
