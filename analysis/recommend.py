@@ -1,0 +1,322 @@
+"""`python -m analysis.recommend results/<tree> --max-latency-ms 50 --min-quality-ratio 0.99`: among the measured
+configurations (device × model/variant × backend × batch) that meet a latency bound and a quality bound, the one
+with the lowest energy, cost or carbon; the runners-up; and what each bound cost.
+
+Exit status: 0 a recommendation was printed; 2 the input is unusable or nothing meets the bounds (the reason,
+and the closest candidates, are printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis.costs import CostSettings, with_costs
+from analysis.devices import device_key
+from analysis.options import add_cost_options, cost_settings
+from analysis.pareto import quality_ratio
+from bench.results import load
+
+# objective -> (column, what a saving is a saving of)
+OBJECTIVES = {"energy": ("energy_j", "energy"), "cost": ("cost_per_million", "cost"),
+              "carbon": ("gco2e_per_million", "CO2e")}
+PERCENTILES = ("p50", "p90", "p99")
+ESTIMATED = " [ESTIMATED energy]"
+
+
+class BadInput(ValueError):
+    """Input that cannot give a recommendation; the message names the bad value and what would be valid."""
+
+
+@dataclass(frozen=True)
+class Bounds:
+    max_latency_ms: float
+    min_quality_ratio: float
+    latency_percentile: str = "p99"
+
+    def __post_init__(self) -> None:
+        if self.latency_percentile not in PERCENTILES:
+            raise BadInput(f"latency percentile {self.latency_percentile!r}: choose one of {', '.join(PERCENTILES)}")
+        if not self.max_latency_ms > 0:
+            raise BadInput(f"--max-latency-ms {self.max_latency_ms:g}: must be a number > 0")
+        if not self.min_quality_ratio >= 0:
+            raise BadInput(f"--min-quality-ratio {self.min_quality_ratio:g}: must be a number >= 0 (0.99: at most 1% "
+                           "below the fp32 reference)")
+
+    @property
+    def latency_column(self) -> str:
+        return f"latency_ms_{self.latency_percentile}"
+
+    def describe(self, constraint: str) -> str:
+        if constraint == "latency":
+            return f"{self.latency_percentile} ≤ {self.max_latency_ms:g} ms"
+        return f"quality ratio ≥ {self.min_quality_ratio:g}"
+
+
+@dataclass
+class ConstraintCost:
+    constraint: str  # latency | quality
+    bound: str
+    excluded: int  # configurations that meet every other bound and fail this one
+    best: dict | None  # the best of those by the objective
+    saving: float | None  # 1 - best / pick: above 0 is what the bound cost
+
+
+@dataclass
+class Recommendation:
+    eval: str
+    scenario: str
+    objective: str
+    unit: str
+    bounds: Bounds
+    measured: int
+    feasible: int
+    pick: dict
+    runners_up: list[dict] = field(default_factory=list)
+    constraint_costs: list[ConstraintCost] = field(default_factory=list)
+    settings: CostSettings = field(default_factory=CostSettings)
+
+
+def _one_choice(values: pd.Series, given: str | None, what: str, flag: str) -> str:
+    present = sorted(str(v) for v in values.dropna().unique())
+    if given is not None and given not in present:
+        raise BadInput(f"unknown {what} {given!r}: this tree has {', '.join(present) or 'none'}")
+    if given is None and len(present) != 1:
+        raise BadInput(f"the tree has several {what}s ({', '.join(present)}): choose one with {flag}" if present
+                       else f"no ok row in the tree records its {what}")
+    return given or present[0]
+
+
+def _one_per_configuration(rows: pd.DataFrame) -> pd.DataFrame:
+    """Repeated runs of one configuration (same config_hash) become one candidate: the median of each number,
+    measured only if every run was, with `runs` counting them."""
+    key = rows["config_hash"] if "config_hash" in rows else pd.Series(np.nan, index=rows.index)
+    key = key.fillna(pd.Series(rows.index.astype(str), index=rows.index))
+    grouped = rows.groupby(key, sort=False)
+    out = grouped.first()
+    numeric = rows.select_dtypes("number").columns
+    out[numeric] = grouped[numeric].median()
+    out["energy_measured"] = grouped["energy_measured"].agg(lambda m: bool(m.astype(bool).all()))
+    out["runs"] = grouped.size()
+    return out.reset_index(drop=True)
+
+
+def candidates(rows: pd.DataFrame, eval_name: str | None = None, scenario: str | None = None,
+               settings: CostSettings | None = None) -> tuple[pd.DataFrame, str, str]:
+    """The ok rows of one eval and scenario, with costs and the oriented quality ratio, one per configuration."""
+    if rows.empty:
+        raise BadInput("no result rows in the tree")
+    ok = rows[rows["status"] == "ok"]
+    if ok.empty:
+        raise BadInput(f"no row has status ok (statuses: {rows['status'].value_counts().to_dict()})")
+    ok = with_costs(ok, settings or CostSettings())
+    evals = ok["eval"].where(ok["eval"] != "none") if "eval" in ok else pd.Series(np.nan, index=ok.index)
+    chosen_eval = _one_choice(evals, eval_name, "eval", "--eval")
+    ok = ok[evals == chosen_eval]
+    chosen_scenario = _one_choice(ok["scenario"], scenario, "scenario", "--scenario")
+    ok = ok[ok["scenario"] == chosen_scenario].assign(device_key=lambda r: device_key(r),
+                                                       quality_ratio_oriented=lambda r: quality_ratio(r))
+    return _one_per_configuration(ok), chosen_eval, chosen_scenario
+
+
+def label(row: pd.Series) -> str:
+    """What was measured, in words: model, variant, batch, backend, device."""
+    parts = [str(row["model"]), str(row["quant"])]
+    prune = row.get("prune")
+    if isinstance(prune, str) and prune not in ("", "none"):
+        amount = row.get("prune_amount")
+        parts.append(f"pruned {prune}" + (f" {amount:.0%}" if pd.notna(amount) else ""))
+    parts.append(f"batch {int(row['batch_size'])}")
+    if row.get("scenario") == "generate" and pd.notna(row.get("prompt_len")) and pd.notna(row.get("new_tokens")):
+        parts.append(f"prompt {int(row['prompt_len'])} + {int(row['new_tokens'])} tokens")
+    return " ".join(parts + [str(row["backend"]), "on", str(row["device_key"])])
+
+
+def _number(value: object) -> float | None:
+    return None if value is None or pd.isna(value) else float(value)
+
+
+def _summary(row: pd.Series, value_column: str, bounds: Bounds) -> dict:
+    scale = row[value_column] / row["energy_j"] if row["energy_j"] else math.nan  # the objective's CI from energy's
+    summary = {"label": label(row), "value": _number(row[value_column]),
+               "value_ci_low": _number(row["energy_j_ci_low"] * scale),
+               "value_ci_high": _number(row["energy_j_ci_high"] * scale),
+               "energy_j": _number(row["energy_j"]), "energy_unit": row["energy_unit"],
+               "latency_ms": _number(row.get(bounds.latency_column)),
+               "quality_ratio": _number(row["quality_ratio_oriented"]),
+               "energy_source": row.get("energy_source"), "energy_measured": bool(row["energy_measured"]),
+               "runs": int(row["runs"])}
+    for column in ("kwh_per_million", "cost_per_million", "gco2e_per_million", "price_per_kwh", "grid_gco2_per_kwh",
+                   "kwh_per_day", "cost_per_day", "gco2e_per_day"):
+        if column in row:
+            summary[column] = _number(row[column])
+    return summary
+
+
+def _closest(rows: pd.DataFrame, bounds: Bounds, top: int) -> list[pd.Series]:
+    """The configurations nearest to meeting both bounds: the smallest sum of relative shortfalls."""
+    over = (rows[bounds.latency_column] / bounds.max_latency_ms - 1).clip(lower=0)
+    under = (1 - rows["quality_ratio_oriented"] / bounds.min_quality_ratio).clip(lower=0) \
+        if bounds.min_quality_ratio else pd.Series(0.0, index=rows.index)
+    return [rows.loc[i] for i in (over + under).fillna(math.inf).sort_values(kind="stable").index[:top]]
+
+
+def recommend(rows: pd.DataFrame, bounds: Bounds, objective: str = "energy", eval_name: str | None = None,
+              scenario: str | None = None, top: int = 3, settings: CostSettings | None = None) -> Recommendation:
+    """The configuration meeting both bounds with the lowest objective; raises BadInput when there is none."""
+    if objective not in OBJECTIVES:
+        raise BadInput(f"objective {objective!r}: choose one of {', '.join(OBJECTIVES)}")
+    if top < 0:
+        raise BadInput(f"--top {top}: must be >= 0")
+    settings = settings or CostSettings()
+    rows, chosen_eval, chosen_scenario = candidates(rows, eval_name, scenario, settings)
+    if bounds.latency_column not in rows:
+        raise BadInput(f"the rows have no {bounds.latency_column}: choose another --latency-percentile")
+    column = OBJECTIVES[objective][0]
+    meets = {"latency": rows[bounds.latency_column] <= bounds.max_latency_ms,
+             "quality": rows["quality_ratio_oriented"] >= bounds.min_quality_ratio}
+    scored = rows[column].notna()
+    feasible = rows[meets["latency"] & meets["quality"] & scored].sort_values(column, kind="stable")
+    if feasible.empty:
+        raise BadInput(_nothing_meets(rows, meets, scored, bounds, chosen_eval, top))
+    pick = feasible.iloc[0]
+    costs = []
+    for name, other in (("latency", meets["quality"]), ("quality", meets["latency"])):
+        excluded = rows[~meets[name] & other & scored].sort_values(column, kind="stable")
+        best = excluded.iloc[0] if len(excluded) else None
+        costs.append(ConstraintCost(name, bounds.describe(name), len(excluded),
+                                    None if best is None else _summary(best, column, bounds),
+                                    None if best is None else 1 - best[column] / pick[column]))
+    return Recommendation(chosen_eval, chosen_scenario, objective, str(pick["energy_unit"]), bounds, len(rows),
+                          len(feasible), _summary(pick, column, bounds),
+                          [_summary(r, column, bounds) for _, r in feasible.iloc[1:top + 1].iterrows()], costs,
+                          settings)
+
+
+def _nothing_meets(rows: pd.DataFrame, meets: dict[str, pd.Series], scored: pd.Series, bounds: Bounds,
+                   eval_name: str, top: int) -> str:
+    lines = [f"no configuration of {eval_name} meets both bounds ({bounds.describe('latency')}, "
+             f"{bounds.describe('quality')}) among {len(rows)} measured:"]
+    for name, met in meets.items():
+        unknown = rows[bounds.latency_column if name == "latency" else "quality_ratio_oriented"].isna()
+        lines.append(f"  the {name} bound ({bounds.describe(name)}) excluded {int((~met).sum())}"
+                     + (f" ({int(unknown.sum())} with no {name} figure)" if unknown.any() else ""))
+    if (~scored).any():
+        lines.append(f"  {int((~scored).sum())} have no energy figure")
+    lines.append("  closest:")
+    for row in _closest(rows, bounds, max(top, 1)):
+        latency, ratio = row[bounds.latency_column], row["quality_ratio_oriented"]
+        lines.append(f"    {label(row)}: {bounds.latency_percentile} {latency:.4g} ms, quality ratio {ratio:.4g}"
+                     + ("" if row["energy_measured"] else ESTIMATED))
+    lines.append("  relax --max-latency-ms or --min-quality-ratio, or measure more configurations")
+    return "\n".join(lines)
+
+
+def _flag(*configs: dict) -> str:
+    """The estimate marker for a line that shows any configuration whose energy is a model."""
+    return "" if all(c["energy_measured"] for c in configs) else ESTIMATED
+
+
+def _value(config: dict, objective: str, unit: str) -> str:
+    if objective == "energy":
+        return f"{config['value']:.4g} J/{unit}"
+    if objective == "cost":
+        return f"{config['value']:.4g} cost per million {unit}s"
+    return f"{config['value']:.4g} gCO2e per million {unit}s"
+
+
+def format_text(rec: Recommendation) -> str:
+    """The recommendation, its reasons, the runners-up and what each bound cost, one configuration a line."""
+    pick, unit, what = rec.pick, rec.unit, OBJECTIVES[rec.objective][1]
+    b = rec.bounds
+    lines = [f"{rec.eval} ({rec.scenario}), lowest {what} per {unit} under {b.describe('latency')} and "
+             f"{b.describe('quality')}:",
+             f"Recommended: {pick['label']}{_flag(pick)}",
+             f"  {pick['energy_j']:.4g} J/{unit}, {b.latency_percentile} {pick['latency_ms']:.4g} ms, quality ratio "
+             f"{pick['quality_ratio']:.4g}, {pick['runs']} run(s){_flag(pick)}",
+             f"  per million {unit}s: {pick['kwh_per_million']:.4g} kWh, cost {pick['cost_per_million']:.4g} "
+             f"(at {pick['price_per_kwh']:g}/kWh), {pick['gco2e_per_million']:.4g} gCO2e "
+             f"(at {pick['grid_gco2_per_kwh']:g} g/kWh){_flag(pick)}"]
+    if rec.settings.requests_per_day is not None:
+        lines.append(f"  at {rec.settings.requests_per_day:g} requests/day: {pick['kwh_per_day']:.4g} kWh, cost "
+                     f"{pick['cost_per_day']:.4g}, {pick['gco2e_per_day']:.4g} gCO2e per day{_flag(pick)}")
+    why = (f"  why: the lowest {what} of the {rec.feasible} configuration(s) meeting both bounds, of {rec.measured} "
+           "measured")
+    mentioned = [pick, *rec.runners_up[:1]]
+    if rec.runners_up:
+        nxt = rec.runners_up[0]
+        why += f"; the next, {nxt['label']}, uses {nxt['value'] / pick['value'] - 1:.0%} more {what}"
+        if nxt["value_ci_low"] is not None and pick["value_ci_high"] is not None \
+                and nxt["value_ci_low"] <= pick["value_ci_high"]:
+            why += " (their 95% intervals overlap: the measurements do not separate them)"
+    lines.append(why + _flag(*mentioned))
+    if rec.runners_up:
+        lines.append("Runners-up (meet both bounds):")
+        for rank, config in enumerate(rec.runners_up, start=2):
+            lines.append(f"  {rank}. {config['label']}: {_value(config, rec.objective, unit)} "
+                         f"(+{config['value'] / pick['value'] - 1:.0%}), {b.latency_percentile} "
+                         f"{config['latency_ms']:.4g} ms, quality ratio {config['quality_ratio']:.4g}{_flag(config)}")
+    lines.append("What each bound cost:")
+    for cost in rec.constraint_costs:
+        head = f"  - the {cost.constraint} bound ({cost.bound})"
+        best = cost.best
+        if best is None:
+            lines.append(f"{head} excluded nothing that meets the other bound")
+        elif cost.saving > 0:
+            lines.append(f"{head} excluded {best['label']} ({_shortfall(best, cost.constraint, b)}), which would save "
+                         f"{cost.saving:.0%} {what}{_flag(best)}")
+        else:
+            lines.append(f"{head} cost nothing: the best configuration it excluded, {best['label']} "
+                         f"({_shortfall(best, cost.constraint, b)}), uses {-cost.saving:.0%} more {what}{_flag(best)}")
+    if _flag(pick, *rec.runners_up, *(c.best for c in rec.constraint_costs if c.best)):
+        lines.append("ESTIMATED energy: no energy counter was readable; the figure is a power model, not a "
+                     "measurement.")
+    return "\n".join(lines)
+
+
+def _shortfall(config: dict, constraint: str, bounds: Bounds) -> str:
+    if constraint == "latency":
+        value = config["latency_ms"]
+        return f"{bounds.latency_percentile} " + ("unknown" if value is None else f"{value:.4g} ms")
+    value = config["quality_ratio"]
+    return "quality ratio " + ("unknown" if value is None else f"{value:.4g}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m analysis.recommend", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("tree", type=Path, help="a results tree (a sweep, or all of results/)")
+    parser.add_argument("--max-latency-ms", type=float, required=True, help="latency bound per call (one batch)")
+    parser.add_argument("--latency-percentile", choices=PERCENTILES, default="p99")
+    parser.add_argument("--min-quality-ratio", type=float, required=True,
+                        help="quality bound relative to the fp32 reference (0.99: at most 1%% below)")
+    parser.add_argument("--eval", help="the eval to judge quality by (required when the tree has several)")
+    parser.add_argument("--scenario", help="classify or generate (required when the eval has both)")
+    parser.add_argument("--objective", choices=list(OBJECTIVES), default="energy")
+    parser.add_argument("--top", type=int, default=3, help="runners-up to list (default 3)")
+    parser.add_argument("--json", action="store_true", help="print the recommendation as JSON")
+    add_cost_options(parser)
+    args = parser.parse_args(argv)
+    if not args.tree.exists():
+        print(f"error: {args.tree} does not exist", file=sys.stderr)
+        return 2
+    try:
+        bounds = Bounds(args.max_latency_ms, args.min_quality_ratio, args.latency_percentile)
+        rec = recommend(load(args.tree), bounds, args.objective, args.eval, args.scenario, args.top,
+                        cost_settings(args))
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(asdict(rec), indent=2) if args.json else format_text(rec))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
