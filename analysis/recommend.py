@@ -29,6 +29,7 @@ OBJECTIVES = {"energy": ("energy_j", "energy"), "cost": ("cost_per_million", "co
               "carbon": ("gco2e_per_million", "CO2e")}
 PERCENTILES = ("p50", "p90", "p99")
 ESTIMATED = " [ESTIMATED energy]"
+DISTINGUISHING = ["seq_len", "profile", "threads", "weights"]
 
 
 class BadInput(ValueError):
@@ -123,7 +124,11 @@ def candidates(rows: pd.DataFrame, eval_name: str | None = None, scenario: str |
     chosen_scenario = _one_choice(ok["scenario"], scenario, "scenario", "--scenario")
     ok = ok[ok["scenario"] == chosen_scenario].assign(device_key=lambda r: device_key(r),
                                                        quality_ratio_oriented=lambda r: quality_ratio(r))
-    return _one_per_configuration(ok), chosen_eval, chosen_scenario
+    ok = _one_per_configuration(ok)
+    # Fields that usually stay fixed in a tree are named only where they tell two candidates apart.
+    varying = [c for c in DISTINGUISHING if c in ok and ok[c].nunique(dropna=False) > 1]
+    ok["label"] = [" ".join([label(row), *(f"{c} {row[c]}" for c in varying)]) for _, row in ok.iterrows()]
+    return ok, chosen_eval, chosen_scenario
 
 
 def label(row: pd.Series) -> str:
@@ -145,7 +150,7 @@ def _number(value: object) -> float | None:
 
 def _summary(row: pd.Series, value_column: str, bounds: Bounds) -> dict:
     scale = row[value_column] / row["energy_j"] if row["energy_j"] else math.nan  # the objective's CI from energy's
-    summary = {"label": label(row), "value": _number(row[value_column]),
+    summary = {"label": row["label"], "value": _number(row[value_column]),
                "value_ci_low": _number(row["energy_j_ci_low"] * scale),
                "value_ci_high": _number(row["energy_j_ci_high"] * scale),
                "energy_j": _number(row["energy_j"]), "energy_unit": row["energy_unit"],
@@ -213,7 +218,7 @@ def _nothing_meets(rows: pd.DataFrame, meets: dict[str, pd.Series], scored: pd.S
     lines.append("  closest:")
     for row in _closest(rows, bounds, max(top, 1)):
         latency, ratio = row[bounds.latency_column], row["quality_ratio_oriented"]
-        lines.append(f"    {label(row)}: {bounds.latency_percentile} {latency:.4g} ms, quality ratio {ratio:.4g}"
+        lines.append(f"    {row['label']}: {bounds.latency_percentile} {latency:.4g} ms, quality ratio {ratio:.4g}"
                      + ("" if row["energy_measured"] else ESTIMATED))
     lines.append("  relax --max-latency-ms or --min-quality-ratio, or measure more configurations")
     return "\n".join(lines)

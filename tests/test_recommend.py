@@ -157,3 +157,12 @@ def test_the_command_line_end_to_end(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         main([tree, "--max-latency-ms", "50", "--min-quality-ratio", "0.99", "--objective", "speed"])
     assert exit_.value.code == 2
+
+
+def test_candidates_that_differ_only_in_a_usually_fixed_field_are_told_apart():
+    rows = [dict(r, profile="standard") for r in ROWS] + [dict(_row("q", "int8", 1, 0.3, 30.0, 1.0), profile="quick")]
+    rec = _recommend(50, rows=rows)
+    assert [c["label"] for c in [rec.pick, *rec.runners_up]] == [
+        "minilm int8 batch 1 pytorch on AMD EPYC profile standard",
+        "minilm int8 batch 1 pytorch on AMD EPYC profile quick"]
+    assert _recommend(50).pick["label"] == "minilm int8 batch 1 pytorch on AMD EPYC"  # one profile: not named
