@@ -15,8 +15,18 @@ from typing import Optional
 
 from hydra.core.config_store import ConfigStore
 
-QUANTS = ("fp32", "bf16", "fp16", "int8")
-BACKENDS = ("pytorch",)
+# Which quant values each backend runs on each device type; everything else is refused up front.
+SUPPORTED_QUANTS = {
+    # int8: torch.ao dynamic int8 (CPU kernels only); int8-wo / int4-wo: torchao weight-only (CUDA kernels).
+    ("pytorch", "cpu"): ("fp32", "bf16", "int8"),
+    ("pytorch", "cuda"): ("fp32", "bf16", "fp16", "int8-wo", "int4-wo"),
+    # ONNX Runtime's integer kernels (MatMulInteger, QLinear*) are CPU-provider kernels.
+    ("onnxruntime", "cpu"): ("fp32", "int8", "int8-static"),
+    ("onnxruntime", "cuda"): ("fp32", "fp16"),
+}
+BACKENDS = tuple(dict.fromkeys(backend for backend, _ in SUPPORTED_QUANTS))
+QUANTS = tuple(dict.fromkeys(q for quants in SUPPORTED_QUANTS.values() for q in quants))
+PRUNES = ("none", "l1-unstructured", "heads", "ffn", "semi-structured-2of4")
 WEIGHTS = ("pretrained", "random")
 METER_SOURCES = ("auto", "rapl", "nvml", "estimate", "pyrapl")
 PROFILES = ("standard", "quick")
@@ -35,6 +45,18 @@ class ModelConfig:
     weights: str = "pretrained"
     # transformers config class whose defaults give the architecture, so `weights=random` works offline.
     random_init_config: Optional[str] = None
+    # Teacher and distilled students share a family, so the analysis puts them on one front; default: name.
+    family: Optional[str] = None
+
+
+@dataclass
+class PruneConfig:
+    """Pruning applied to the fp32 model before quantization (bench/variants/prune.py)."""
+
+    name: str = "none"
+    # Fraction removed: of all Linear weights (l1-unstructured), of each layer's heads (heads) or
+    # intermediate neurons (ffn). 2:4 sparsity is always one half.
+    amount: float = 0.5
 
 
 @dataclass
@@ -97,6 +119,7 @@ class BenchConfig:
     profile: ProfileConfig = field(default_factory=ProfileConfig)
     meter: MeterConfig = field(default_factory=MeterConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
     quant: str = "fp32"
     backend: str = "pytorch"
     device: str = "auto"
@@ -109,6 +132,10 @@ class BenchConfig:
     results_dir: str = "results"
     resume: bool = False
     lock_dir: Optional[str] = None  # where per-device lock files live; default: <tmp>/energy-bench-locks
+    # Exported ONNX models and the fp32 reference live under eval.cache_dir; the ONNX opset of exports.
+    onnx_opset: int = 18
+    # int8-static calibration: this many texts from the eval set's train split (seeded random ids without one).
+    calibration_samples: int = 64
 
 
 # Settings that say where and how a sweep runs, not what is measured: left out of the configuration hash.
@@ -131,6 +158,11 @@ def validate_values(cfg: BenchConfig) -> None:
     """Checks that need nothing but the config."""
     _choice("quant", cfg.quant, QUANTS)
     _choice("backend", cfg.backend, BACKENDS)
+    _choice("prune", cfg.prune.name, PRUNES)
+    if cfg.prune.name not in ("none", "semi-structured-2of4") and not 0 < cfg.prune.amount < 1:
+        raise ConfigError(f"prune.amount={cfg.prune.amount} is not valid; it must lie in (0, 1), e.g. 0.3, 0.5, 0.7")
+    if cfg.calibration_samples < 1:
+        raise ConfigError(f"calibration_samples={cfg.calibration_samples} is not valid; it must be >= 1")
     _choice("model.weights", cfg.model.weights, WEIGHTS)
     _choice("meter.source", cfg.meter.source, METER_SOURCES)
     if cfg.batch_size < 1:
@@ -200,13 +232,20 @@ def resolve_device(requested: str) -> str:
 
 def validate_for_device(cfg: BenchConfig, device: str) -> None:
     """Checks that depend on the resolved device."""
-    if cfg.quant == "fp16" and device == "cpu":
-        raise ConfigError("quant='fp16' runs on CUDA only; on device=cpu choose one of: fp32, bf16, int8")
-    if cfg.quant == "int8" and device != "cpu":
-        raise ConfigError(
-            f"quant='int8' (PyTorch dynamic int8) runs on the CPU only; on device={device!r} "
-            "choose one of: fp32, bf16, fp16"
-        )
+    device_type = device.split(":")[0]
+    valid = SUPPORTED_QUANTS[(cfg.backend, device_type)]
+    if cfg.quant not in valid:
+        elsewhere = [f"backend={b} on {'CUDA' if d == 'cuda' else 'the CPU'}"
+                     for (b, d), quants in SUPPORTED_QUANTS.items() if cfg.quant in quants]
+        raise ConfigError(f"quant={cfg.quant!r} does not run with backend={cfg.backend!r} on device={device!r} "
+                          f"(it runs with {' and '.join(elsewhere)} only); here choose one of: {', '.join(valid)}")
+    if cfg.prune.name == "semi-structured-2of4" and (device_type != "cuda" or cfg.backend != "pytorch"):
+        raise ConfigError(f"prune=semi-structured-2of4 needs torch's sparse CUDA kernels (backend=pytorch, "
+                          f"device=cuda); on device={device!r} backend={cfg.backend!r} choose prune=none, "
+                          "l1-unstructured, heads or ffn")
+    if cfg.prune.name == "semi-structured-2of4" and cfg.quant not in ("fp16", "bf16"):
+        raise ConfigError(f"prune=semi-structured-2of4 runs with quant=fp16 or bf16 (torch's 2:4 kernels); "
+                          f"quant={cfg.quant!r} is not supported")
 
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"

@@ -7,7 +7,6 @@ import importlib.metadata
 import os
 import socket
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlparse
 
 import torch
@@ -115,6 +114,3 @@ def load_tokenizer(cfg: ModelConfig, ref: str) -> PreTrainedTokenizerBase:
         raise ConfigError(f"model {cfg.name!r} ({ref!r}) has no loadable tokenizer ({e}); the quality eval needs "
                           "one: give a directory with tokenizer files, or run eval=none") from e
 
-
-def describe(model: torch.nn.Module) -> dict[str, Any]:
-    return {"params_total": sum(p.numel() for p in model.parameters())}

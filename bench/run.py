@@ -13,7 +13,8 @@ from typing import Any
 import torch
 from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
-from bench import environment, models
+from bench import backends, environment, footprint, models
+from bench.backends import Backend, BuildRequest
 from bench.backends.pytorch import PyTorchBackend
 from bench.config import BenchConfig, config_hash, resolve_device, validate_for_device, validate_values
 from bench.device_lock import device_lock
@@ -23,8 +24,9 @@ from bench.quality.evaluate import evaluate, reference
 from bench.meters import open_meter
 from bench.results import SCHEMA_VERSION, successful_rows, write_row
 from bench.validity import validity
-from bench.variants.quant import apply_quant
-from bench.workloads.classify import synthetic_batch
+from bench.variants.prune import apply_prune
+from bench.variants.quant import check_available, dtype_of
+from bench.workloads.classify import calibration_batches, synthetic_batch
 
 log = logging.getLogger(__name__)
 # Runs of a sweep share a process: a run without `threads` must not inherit the previous run's setting.
@@ -46,6 +48,7 @@ def check(cfg: BenchConfig) -> Checked:
     validate_values(cfg)
     device = resolve_device(cfg.device)
     validate_for_device(cfg, device)
+    check_available(cfg.quant)
     model_config, ref, revision = models.load_config(cfg.model, cfg.seq_len)
     open_meter(cfg.meter, device, cores_in_use=1).close()
     eval_set = tokenizer = None
@@ -65,9 +68,12 @@ def config_columns(cfg: BenchConfig, sweep_id: str | None) -> dict[str, Any]:
         "config_hash": config_hash(cfg),
         "status": "ok",
         "model": cfg.model.name,
+        "model_family": cfg.model.family or cfg.model.name,
         "model_name_or_path": cfg.model.name_or_path,
         "weights": cfg.model.weights,
         "quant": cfg.quant,
+        "prune": cfg.prune.name,
+        "prune_amount": {"none": 0.0, "semi-structured-2of4": 0.5}.get(cfg.prune.name, cfg.prune.amount),
         "backend": cfg.backend,
         "device": cfg.device,
         "batch_size": cfg.batch_size,
@@ -135,18 +141,22 @@ def measure_run(cfg: BenchConfig, checked: Checked, run_id: str) -> dict[str, An
     try:
         t0 = time.perf_counter()
         model = models.load_model(cfg.model, checked.model_config, checked.model_ref, cfg.seed)
-        row.update(models.describe(model))
         row["load_seconds"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        variant, info = apply_quant(model, cfg.quant, device)
-        row.update(info)
-        backend = PyTorchBackend(variant, device)
+        model, pruned = apply_prune(model, cfg.prune, device, dtype_of(cfg.quant))
+        row.update(pruned)
+        row.update(footprint.parameters(model))
         batch = synthetic_batch(checked.model_config, cfg.batch_size, cfg.seq_len, cfg.seed)
+        on_model = {k: v.to(next(model.parameters()).device) for k, v in batch.inputs.items()}
+        row.update(footprint.flops_per_inference(model, on_model, batch.samples))
+        backend, built = backends.build(cfg.backend, _build_request(cfg, checked, model, threads, batch.inputs))
+        row.update(built)
         call = backend.prepare(batch.inputs)
         row["prepare_seconds"] = time.perf_counter() - t0
         min_window_s = cfg.profile.min_window_s_cuda if device.startswith("cuda") else cfg.profile.min_window_s
         m = measure(call, backend.sync, meter, cfg.profile, min_window_s)
         row.update(summarise(m, batch.samples, batch.tokens, cfg.profile, cfg.seed))
+        row["energy_j_per_gflop"] = row["energy_j_per_inference"] / (row["flops_per_inference"] / 1e9)
         row.update(_device_state(meter, "end"))
         row.update(_quality(cfg, checked, backend))
         row.update(validity(m, meter.rated_power_w, row.get("gpu_other_processes_end"), row["energy_cv"],
@@ -161,7 +171,20 @@ def measure_run(cfg: BenchConfig, checked: Checked, run_id: str) -> dict[str, An
     return row
 
 
-def _quality(cfg: BenchConfig, checked: Checked, backend: PyTorchBackend) -> dict[str, Any]:
+def _build_request(cfg: BenchConfig, checked: Checked, model: torch.nn.Module, threads: int,
+                   inputs: dict[str, torch.Tensor]) -> BuildRequest:
+    # What makes the fp32 model's weights and graph: an exported model is reused only when all of it matches.
+    identity = {"model": checked.model_ref, "revision": checked.model_revision, "weights": cfg.model.weights,
+                "seed": cfg.seed if cfg.model.weights == "random" else None, "class": type(model).__name__,
+                "prune": asdict(cfg.prune) if cfg.prune.name != "none" else None}
+    train_texts = checked.eval_set.train_texts if checked.eval_set else []
+    return BuildRequest(
+        model, cfg.quant, checked.device, threads, inputs, identity, Path(cfg.eval.cache_dir).expanduser(),
+        cfg.onnx_opset, lambda: calibration_batches(checked.model_config, checked.tokenizer, train_texts,
+                                                    cfg.calibration_samples, cfg.seq_len, cfg.seed))
+
+
+def _quality(cfg: BenchConfig, checked: Checked, backend: Backend) -> dict[str, Any]:
     """Quality of the variant just measured, on the same device, backend and batch size."""
     if checked.eval_set is None:
         if cfg.eval.kind != "none":
@@ -170,7 +193,7 @@ def _quality(cfg: BenchConfig, checked: Checked, backend: PyTorchBackend) -> dic
     device = checked.device
 
     def fp32_forward() -> Any:
-        if cfg.quant == "fp32":
+        if (cfg.quant, cfg.prune.name, cfg.backend) == ("fp32", "none", "pytorch"):
             return backend.forward  # this variant is the reference
         fp32 = models.load_model(cfg.model, checked.model_config, checked.model_ref, cfg.seed).to(device)
         return PyTorchBackend(fp32, device).forward
@@ -187,7 +210,8 @@ def _device_state(meter: Any, when: str) -> dict[str, Any]:
 
 
 def describe_run(cfg: BenchConfig, device: str) -> str:
-    return (f"{cfg.model.name} quant={cfg.quant} batch_size={cfg.batch_size} seq_len={cfg.seq_len} "
+    pruned = f" prune={cfg.prune.name}:{cfg.prune.amount}" if cfg.prune.name != "none" else ""
+    return (f"{cfg.model.name} quant={cfg.quant}{pruned} batch_size={cfg.batch_size} seq_len={cfg.seq_len} "
             f"device={device} backend={cfg.backend} weights={cfg.model.weights} profile={cfg.profile.name}")
 
 

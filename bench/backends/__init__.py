@@ -1,8 +1,13 @@
-"""Backends: run one prepared batch of a variant on a device, and synchronise it."""
+"""Backends: turn the fp32 model into the variant on a device, run one prepared batch, synchronise."""
 
 from __future__ import annotations
 
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Protocol
+
+import torch
 
 
 class Backend(Protocol):
@@ -16,3 +21,22 @@ class Backend(Protocol):
 
     def sync(self) -> None:
         """Block until the device has finished the work already issued."""
+
+
+@dataclass
+class BuildRequest:
+    model: torch.nn.Module  # fp32 (pruned) on the CPU, except 2:4 sparsity, already on its device
+    quant: str
+    device: str
+    threads: int
+    inputs: dict[str, torch.Tensor]  # an example batch: the exporter traces it
+    identity: dict[str, Any]  # everything that determines the fp32 model's weights and graph (cache key)
+    cache_dir: Path
+    opset: int
+    # (batches, description of where they came from) for static quantization's calibration
+    calibration: Callable[[], tuple[list[dict[str, torch.Tensor]], str]]
+
+
+def build(backend: str, req: BuildRequest) -> tuple[Backend, dict[str, Any]]:
+    """The variant behind its backend, and what was done to make it (row columns, model_bytes included)."""
+    return importlib.import_module(f"bench.backends.{backend}").build(req)

@@ -6,6 +6,15 @@ from typing import Any, Callable
 
 import torch
 
+from bench.backends import BuildRequest
+from bench.footprint import model_bytes
+from bench.variants.quant import apply_quant
+
+
+def build(req: BuildRequest) -> tuple[PyTorchBackend, dict[str, Any]]:
+    variant, info = apply_quant(req.model, req.quant, req.device)
+    return PyTorchBackend(variant, req.device), {**info, "model_bytes": model_bytes(variant)}
+
 
 class PyTorchBackend:
     name = "pytorch"

@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import importlib.util
 import warnings
 from typing import Any
 
 import torch
 
+from bench.config import ConfigError
+
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+TORCHAO = {"int8-wo": "Int8WeightOnlyConfig", "int4-wo": "Int4WeightOnlyConfig"}
+INT4_GROUP = 128  # torchao's default group size; Linears whose input width it does not divide stay bf16
+
+
+def dtype_of(quant: str) -> torch.dtype:
+    """The floating-point type a variant's unquantized parts (and activations) run in."""
+    return torch.bfloat16 if quant in TORCHAO else DTYPES.get(quant, torch.float32)
+
+
+def check_available(quant: str) -> None:
+    if quant in TORCHAO and importlib.util.find_spec("torchao") is None:
+        raise ConfigError(f"quant={quant!r} needs torchao, which is not installed: pip install 'energy-bench[gpu]'")
 
 
 def apply_quant(model: torch.nn.Module, quant: str, device: str) -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -22,4 +37,19 @@ def apply_quant(model: torch.nn.Module, quant: str, device: str) -> tuple[torch.
             quantized = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
         layers = sum(1 for m in quantized.modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear))
         return quantized, {"quantized_layers": layers}
+    if quant in TORCHAO:
+        return _weight_only(model, quant, device)
     raise ValueError(f"unknown quant {quant!r}")
+
+
+def _weight_only(model: torch.nn.Module, quant: str, device: str) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """torchao weight-only: int8 or int4 weights, bf16 activations (what its CUDA kernels take)."""
+    import torchao.quantization as ao
+
+    model = model.to(device=device, dtype=torch.bfloat16)
+    linear = torch.nn.Linear
+    fits = (lambda m, _: isinstance(m, linear)) if quant == "int8-wo" else \
+        (lambda m, _: isinstance(m, linear) and m.in_features % INT4_GROUP == 0)
+    layers = sum(1 for m in model.modules() if fits(m, ""))
+    ao.quantize_(model, getattr(ao, TORCHAO[quant])(), filter_fn=fits)
+    return model, {"quantized_layers": layers}

@@ -1,0 +1,202 @@
+"""ONNX Runtime: export from PyTorch once (cached), quantize with ONNX Runtime's tools, run a session.
+
+Exporter: torch.onnx.export with dynamo=True (torch.export + onnxscript), batch and sequence dynamic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from types import SimpleNamespace
+from contextlib import contextmanager
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+
+from bench.backends import BuildRequest
+from bench.config import ConfigError
+
+log = logging.getLogger(__name__)
+MODEL_FILE = "model.onnx"
+# Protobuf cannot hold more than 2 GiB: larger models keep their weights in an external data file.
+PROTOBUF_LIMIT = 2 * 1024**3 - 1024**2
+CALIBRATION_METHOD = "minmax"
+
+
+def _numpy(inputs: dict[str, torch.Tensor], names: Iterable[str]) -> dict[str, np.ndarray]:
+    return {name: inputs[name].cpu().numpy().astype(np.int64) for name in names}
+
+
+def _cached(directory: Path, build: Callable[[Path], None]) -> Path:
+    """`directory/model.onnx`, built once into a temporary sibling and renamed, so concurrent or killed
+    runs never see a half-written model."""
+    if (directory / MODEL_FILE).is_file():
+        return directory / MODEL_FILE
+    log.info("building %s (cached for later runs)", directory / MODEL_FILE)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
+    try:
+        build(tmp / MODEL_FILE)
+        os.replace(tmp, directory)
+    except OSError:
+        if not (directory / MODEL_FILE).is_file():  # not lost to a concurrent run that finished first
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return directory / MODEL_FILE
+
+
+def _key(parts: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def _save(model: onnx.ModelProto, path: Path) -> None:
+    external = model.ByteSize() > PROTOBUF_LIMIT
+    onnx.save(model, str(path), save_as_external_data=external, location=f"{path.name}.data" if external else None)
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """The exporter and the quantizer log a line per tensor (root and onnx_ir loggers, which Hydra shows at
+    INFO) and warn about axis names: noise around a step whose result the row records anyway."""
+    loggers = [logging.getLogger(), logging.getLogger("onnx_ir")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+@_quiet()
+def export(model: torch.nn.Module, inputs: dict[str, torch.Tensor], path: Path, opset: int) -> None:
+    """The fp32 model as ONNX with dynamic batch and sequence, outputs named as the model names them."""
+    with torch.inference_mode():
+        output_names = list(model(**inputs).keys())
+    batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq")
+    program = torch.onnx.export(
+        model, (), kwargs=dict(inputs), input_names=list(inputs), output_names=output_names,
+        dynamic_shapes={name: {0: batch, 1: seq} for name in inputs}, opset_version=opset, dynamo=True,
+        verbose=False)
+    _save(program.model_proto, path)
+
+
+@_quiet()
+def quantize(fp32: Path, quant: str, path: Path, calibration: list[dict[str, np.ndarray]]) -> None:
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quant_pre_process, quantize_dynamic, quantize_static)
+
+    if quant == "fp16":
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        _save(convert_float_to_float16(onnx.load(str(fp32)), keep_io_types=True), path)
+        return
+    # Shape inference and graph optimisation first, as ONNX Runtime recommends. Its symbolic shape
+    # inference cannot resolve the exporter's dynamic sequence bounds, so ONNX's own inference is used.
+    pre = path.with_name("preprocessed.onnx")
+    quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+    if quant == "int8":
+        quantize_dynamic(str(pre), str(path), weight_type=QuantType.QInt8)
+    else:
+        feeds = iter(calibration)
+
+        class Reader(CalibrationDataReader):
+            def get_next(self) -> dict[str, np.ndarray] | None:
+                return next(feeds, None)
+
+        quantize_static(str(pre), str(path), Reader(), quant_format=QuantFormat.QDQ,
+                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.MinMax)
+    pre.unlink()
+
+
+def quantized_weights(path: Path) -> int:
+    """Weight matrices stored as 8-bit integers: what the quantizer actually converted."""
+    model = onnx.load(str(path), load_external_data=False)
+    int8 = (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)
+    return sum(1 for t in model.graph.initializer if t.data_type in int8 and len(t.dims) == 2)
+
+
+def build(req: BuildRequest) -> tuple[OnnxRuntimeBackend, dict[str, Any]]:
+    """The session for `req.quant`, exporting and quantizing only what the cache does not hold yet."""
+    quant, opset = req.quant, req.opset
+    base = {**req.identity, "opset": opset, "torch": torch.__version__, "onnxruntime": ort.__version__}
+    fp32 = _cached(req.cache_dir / "onnx" / _key(base), lambda p: export(req.model, req.inputs, p, opset))
+    info: dict[str, Any] = {"onnx_exporter": f"torch.onnx.export(dynamo=True), torch {torch.__version__}",
+                            "onnx_opset": opset, "onnxruntime_version": ort.__version__}
+    path = fp32
+    if quant != "fp32":
+        samples: list[dict[str, np.ndarray]] = []
+        if quant == "int8-static":
+            feeds, source = req.calibration()
+            samples = [_numpy(f, req.inputs) for f in feeds]
+            info.update(calibration_method=CALIBRATION_METHOD, calibration_data=source,
+                        calibration_samples=sum(len(f["input_ids"]) for f in samples))
+        variant = {**base, "quant": quant, **{k: v for k, v in info.items() if k.startswith("calibration")}}
+        path = _cached(req.cache_dir / "onnx" / _key(variant), lambda p: quantize(fp32, quant, p, samples))
+    info["quantized_layers"] = quantized_weights(path)
+    info["model_bytes"] = sum(f.stat().st_size for f in path.parent.iterdir())
+    info["onnx_model_path"] = str(path)
+    backend = OnnxRuntimeBackend(path, req.device, req.threads)
+    info["onnx_providers"] = backend.session.get_providers()
+    return backend, info
+
+
+class OnnxRuntimeBackend:
+    name = "onnxruntime"
+
+    def __init__(self, path: Path, device: str, threads: int) -> None:
+        self.device = torch.device(device)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # warnings about unused initializers are noise for a benchmark
+        wanted = "CUDAExecutionProvider" if self.device.type == "cuda" else "CPUExecutionProvider"
+        providers: list[Any] = ["CPUExecutionProvider"]
+        if self.device.type == "cuda":
+            providers.insert(0, (wanted, {"device_id": self.device.index or 0}))
+        self.session = ort.InferenceSession(str(path), options, providers=providers)
+        # onnxruntime-gpu falls back to the CPU without a word when CUDA cannot start: refuse to measure that.
+        if self.session.get_providers()[0] != wanted:
+            raise ConfigError(
+                f"ONNX Runtime did not start {wanted} (active: {self.session.get_providers()}; available in "
+                f"this install: {ort.get_available_providers()}). On a GPU install onnxruntime-gpu, the `gpu` "
+                "extra, and uninstall onnxruntime: never both")
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self._binding: Any = None
+
+    def prepare(self, inputs: dict[str, torch.Tensor]) -> Callable[[], Any]:
+        feed = _numpy(inputs, self.input_names)
+        if self.device.type != "cuda":
+            return lambda: self.session.run(self.output_names, feed)
+        # IO binding keeps inputs and outputs on the GPU, so the window measures no host copies.
+        index = self.device.index or 0
+        binding = self.session.io_binding()
+        for name, array in feed.items():
+            binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(array, "cuda", index))
+        for name in self.output_names:
+            binding.bind_output(name, "cuda", index)
+        self._binding = binding
+        return lambda: self.session.run_with_iobinding(binding)
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> Any:
+        outputs = self.session.run(self.output_names, _numpy(inputs, self.input_names))
+        return SimpleNamespace(**{n: torch.from_numpy(o) for n, o in zip(self.output_names, outputs)})
+
+    def sync(self) -> None:
+        if self._binding is not None:
+            self._binding.synchronize_outputs()

@@ -1,0 +1,50 @@
+"""What a variant costs before it runs: parameters, nonzeros, bytes of weights in memory, FLOPs per inference."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+FLOPS_METHOD = "counted: torch.utils.flop_counter over one batch of the fp32 PyTorch graph (dense)"
+
+
+def parameters(model: torch.nn.Module) -> dict[str, float]:
+    """Counts, and the share of zeros among Linear weights: what unstructured pruning changes."""
+    params = list(model.parameters())
+    linear = [m.weight for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    linear_total = sum(w.numel() for w in linear)
+    return {"params_total": sum(p.numel() for p in params),
+            "params_nonzero": sum(int(torch.count_nonzero(p)) for p in params),
+            "linear_sparsity": 1 - sum(int(torch.count_nonzero(w)) for w in linear) / linear_total if linear else 0.0}
+
+
+@torch.inference_mode()
+def flops_per_inference(model: torch.nn.Module, inputs: dict[str, torch.Tensor], samples: int) -> dict[str, Any]:
+    """FLOPs of one forward divided by the samples in it.
+
+    Counted on the (pruned) fp32 graph: the operations a quantized or exported variant executes are the
+    same ones in another number format. Zeros left by unstructured pruning are counted, because dense
+    kernels multiply them too.
+    """
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(**inputs)
+    return {"flops_per_inference": counter.get_total_flops() / samples, "flops_method": FLOPS_METHOD}
+
+
+def _nbytes(value: Any) -> int:
+    if isinstance(value, (tuple, list)):  # quantized Linear keeps (weight, bias) packed in a tuple
+        return sum(_nbytes(v) for v in value)
+    if not isinstance(value, torch.Tensor):
+        return 0
+    if hasattr(value, "__tensor_flatten__") and type(value) is not torch.Tensor:
+        names, _ = value.__tensor_flatten__()  # tensor subclasses (torchao, 2:4) hold their data in inner tensors
+        return sum(_nbytes(getattr(value, name)) for name in names)
+    return value.numel() * value.element_size()
+
+
+def model_bytes(model: torch.nn.Module) -> int:
+    """Bytes of every tensor in the state dict, in its stored format (int8 weights count one byte each)."""
+    return sum(_nbytes(v) for v in model.state_dict().values())
