@@ -15,6 +15,7 @@ from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
 from bench import backends, environment, footprint, models
 from bench.backends import Backend, BuildRequest
+from bench.backends.onnxruntime import check_providers
 from bench.backends.pytorch import PyTorchBackend
 from bench.config import BenchConfig, config_hash, resolve_device, validate_for_device, validate_values
 from bench.device_lock import device_lock
@@ -49,6 +50,8 @@ def check(cfg: BenchConfig) -> Checked:
     device = resolve_device(cfg.device)
     validate_for_device(cfg, device)
     check_available(cfg.quant)
+    if cfg.backend == "onnxruntime":
+        check_providers(device)
     model_config, ref, revision = models.load_config(cfg.model, cfg.seq_len)
     open_meter(cfg.meter, device, cores_in_use=1).close()
     eval_set = tokenizer = None

@@ -8,16 +8,19 @@ from bench.config import BenchConfig, ConfigError, validate_for_device, validate
 from tests.conftest import run_bench
 
 CASES = [
-    (["quant=int9"], ["int9", "fp32", "bf16", "fp16", "int8"]),
+    (["quant=int9"], ["int9", "fp32", "bf16", "fp16", "int8", "int8-static", "int4-wo"]),
     (["batch_size=0"], ["batch_size=0", ">= 1"]),
     (["device=cuda"], ["cuda", "not available", "cpu"]),
-    (["quant=fp16", "device=cpu"], ["fp16", "CUDA only", "fp32, bf16, int8"]),
+    (["quant=fp16", "device=cpu"], ["fp16", "on CUDA", "fp32, bf16, int8"]),
+    (["backend=onnxruntime", "quant=bf16"], ["bf16", "backend='onnxruntime'", "fp32, int8, int8-static"]),
+    (["prune=heads", "prune.amount=2"], ["prune.amount=2.0", "(0, 1)"]),
+    (["prune=2of4"], ["prune/2of4", "heads", "semi-structured-2of4"]),
     (["model=bert-base"], ["bert-base", "model.name_or_path=", "model.weights=random", "connect"]),
     (["model=nosuchmodel"], ["nosuchmodel", "minilm", "bert-base", "distilbert"]),
     (["batch_size=abc"], ["abc", "batch_size"]),
     (["seq_len=4096"], ["seq_len=4096", "2..512"]),
     (["meter=rapl", "meter.rapl_root=/nonexistent"], ["meter=rapl", "/nonexistent"]),
-    (["backend=onnx"], ["backend='onnx'", "pytorch"]),
+    (["backend=onnx"], ["backend='onnx'", "pytorch, onnxruntime"]),
     (["device=tpu"], ["device='tpu'", "auto, cpu, cuda, cuda:N"]),
     (["eval=nosuch"], ["eval/nosuch", "bbc-topics", "sst2", "text-classification", "sts", "none"]),
     (["eval=text-classification", "eval.path=/nonexistent.tsv"], ["eval.path='/nonexistent.tsv'", "does not exist"]),
@@ -42,7 +45,7 @@ def test_python_callers_get_the_same_checks():
         validate_values(BenchConfig(quant="int9"))
     with pytest.raises(ConfigError, match="model.weights='trained'.*pretrained, random"):
         validate_values(BenchConfig(model=BenchConfig().model.__class__(weights="trained")))
-    with pytest.raises(ConfigError, match="int8.*CPU only"):
+    with pytest.raises(ConfigError, match="int8.*the CPU only"):
         validate_for_device(BenchConfig(quant="int8"), "cuda:0")
 
 

@@ -95,3 +95,27 @@ def test_each_cpu_variant_runs(tiny_model_dir, tmp_path, quant):
     cfg = BenchConfig(model=ModelConfig(name="tiny", name_or_path=str(tiny_model_dir)), profile=quick,
                       eval=EvalConfig(name="none", kind="none"), quant=quant, seq_len=16)
     assert run(cfg, tmp_path)["status"] == "ok"
+
+
+def test_backends_and_pruning_sweep_records_what_each_variant_costs(tiny_model_dir, tmp_path):
+    result = run_bench(f"model.name_or_path={tiny_model_dir}", "model.name=tiny", "backend=pytorch,onnxruntime",
+                       "quant=fp32,int8", "prune=none,heads,l1-unstructured", "eval.max_test_samples=60",
+                       "batch_size=2", "seq_len=16", "profile=quick", f"hydra.sweep.dir={tmp_path}/sweep", "-m")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = load(tmp_path / "sweep")
+    assert len(rows) == 12 and (rows["status"] == "ok").all()
+    by = rows.set_index(["backend", "quant", "prune"])
+    ort = rows[rows["backend"] == "onnxruntime"]
+    assert all(list(providers) == ["CPUExecutionProvider"] for providers in ort["onnx_providers"])
+    assert (by.loc[("onnxruntime", "int8", "none"), "quantized_layers"] > 0)
+    assert by.loc[("pytorch", "int8", "none"), "model_bytes"] < by.loc[("pytorch", "fp32", "none"), "model_bytes"]
+    fp32 = by.xs(("pytorch", "fp32"))
+    # Heads are gone from the graph; unstructured zeros are still multiplied.
+    assert fp32.loc["heads", "flops_per_inference"] < fp32.loc["none", "flops_per_inference"]
+    assert fp32.loc["l1-unstructured", "flops_per_inference"] == fp32.loc["none", "flops_per_inference"]
+    assert fp32.loc["l1-unstructured", "linear_sparsity"] == pytest.approx(0.5, abs=0.01)
+    assert fp32.loc["heads", "params_total"] < fp32.loc["none", "params_total"]
+    assert (rows["energy_j_per_gflop"] > 0).all() and set(rows["model_family"]) == {"bert"}  # the preset's
+    # Every variant, pruned or exported, is scored against one reference: the unpruned fp32 PyTorch model.
+    assert rows["quality_ref"].nunique() == 1 and rows["quality"].notna().all()
+    assert by.loc[("pytorch", "fp32", "none"), "quality"] == rows["quality_ref"].iloc[0]

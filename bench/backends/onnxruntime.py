@@ -155,6 +155,15 @@ def build(req: BuildRequest) -> tuple[OnnxRuntimeBackend, dict[str, Any]]:
     return backend, info
 
 
+def check_providers(device: str) -> None:
+    """Before any work: CUDA runs need onnxruntime-gpu's CUDA provider in this install."""
+    if device.startswith("cuda") and "CUDAExecutionProvider" not in ort.get_available_providers():
+        raise ConfigError(
+            f"backend=onnxruntime on device={device!r} needs onnxruntime-gpu, but this install offers "
+            f"{ort.get_available_providers()}. Replace the CPU wheel: pip uninstall -y onnxruntime onnxruntime-gpu "
+            "&& pip install onnxruntime-gpu (never both); or run backend=onnxruntime on device=cpu")
+
+
 class OnnxRuntimeBackend:
     name = "onnxruntime"
 
@@ -173,8 +182,8 @@ class OnnxRuntimeBackend:
         if self.session.get_providers()[0] != wanted:
             raise ConfigError(
                 f"ONNX Runtime did not start {wanted} (active: {self.session.get_providers()}; available in "
-                f"this install: {ort.get_available_providers()}). On a GPU install onnxruntime-gpu, the `gpu` "
-                "extra, and uninstall onnxruntime: never both")
+                f"this install: {ort.get_available_providers()}); check the CUDA and cuDNN libraries "
+                "onnxruntime-gpu needs")
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
         self._binding: Any = None

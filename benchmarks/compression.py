@@ -1,0 +1,81 @@
+"""Does compression save energy here? Speed and energy ratios of backends, quantization and pruning, one run.
+
+    python benchmarks/compression.py [--out results/compression] [--profile standard|quick]
+
+Part 1, bert-base shape (random weights, offline), batch 1, seq 128: PyTorch fp32 (the baseline), PyTorch
+dynamic int8, ONNX Runtime fp32, int8 and int8-static. Part 2, MiniLM on bbc-topics: unpruned against 50%
+unstructured (l1), attention-head and feed-forward pruning, with their accuracy. Every configuration is a
+normal harness run under --out, so `python -m analysis <out>` draws the fronts afterwards. Ratios are taken
+between rows measured in this process, minutes apart; energy is whatever the meter gives (on a machine
+without RAPL or NVML, an estimate, labelled so).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from bench.config import BenchConfig, EvalConfig, ModelConfig, PruneConfig, load_profile
+from bench.run import run
+
+BERT_BASE = ModelConfig(name="bert-base", name_or_path="bert-base-uncased", weights="random",
+                        random_init_config="BertConfig", family="bert")
+
+
+def _line(label: str, row: dict, base: dict) -> str:
+    if row["status"] != "ok":
+        return f"  {label:<28} {row['status']}: {row.get('error_message', row.get('invalid_reasons'))}"
+    speed = base["latency_ms_p50"] / row["latency_ms_p50"]
+    energy = base["energy_j_per_inference"] / row["energy_j_per_inference"]
+    accuracy = row.get("quality")
+    quality = f"  accuracy {accuracy:.3f}" if isinstance(accuracy, float) and not math.isnan(accuracy) else ""
+    return (f"  {label:<28} p50 {row['latency_ms_p50']:8.2f} ms  {speed:5.2f}x faster  "
+            f"{row['energy_j_per_inference']:.4g} J/inf  {energy:5.2f}x less energy  "
+            f"{row['flops_per_inference'] / 1e9:6.2f} GFLOP  nonzero params {row['params_nonzero'] / 1e6:6.2f}M"
+            f"{quality}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("results/compression") / time.strftime("%Y-%m-%d_%H-%M-%S"))
+    parser.add_argument("--profile", default="standard")
+    parser.add_argument("--amount", type=float, default=0.5, help="pruning fraction in part 2")
+    args = parser.parse_args()
+    base = BenchConfig(profile=load_profile(args.profile), batch_size=1, seq_len=128, results_dir=str(args.out))
+
+    part1 = [("pytorch fp32", "pytorch", "fp32"), ("pytorch int8 (dynamic)", "pytorch", "int8"),
+             ("onnxruntime fp32", "onnxruntime", "fp32"), ("onnxruntime int8 (dynamic)", "onnxruntime", "int8"),
+             ("onnxruntime int8-static", "onnxruntime", "int8-static")]
+    rows1 = []
+    for i, (label, backend, quant) in enumerate(part1):
+        cfg = replace(base, model=BERT_BASE, eval=EvalConfig(name="none", kind="none"), backend=backend, quant=quant)
+        rows1.append((label, run(cfg, args.out / f"bert-base-{i}")))
+
+    part2 = [("unpruned", "none"), ("l1-unstructured", "l1-unstructured"), ("heads", "heads"), ("ffn", "ffn")]
+    rows2 = []
+    for i, (label, prune) in enumerate(part2):
+        cfg = replace(base, prune=PruneConfig(name=prune, amount=args.amount))
+        rows2.append((f"{label} {args.amount:.0%}" if prune != "none" else label, run(cfg, args.out / f"minilm-{i}")))
+
+    source = rows1[0][1].get("energy_source")
+    print(f"\nResults under {args.out} (energy source: {source}"
+          f"{'' if rows1[0][1].get('energy_measured') else ', an ESTIMATE, not a measurement'})")
+    print("\nbert-base shape, random weights, batch 1, seq 128; ratios against PyTorch fp32:")
+    for label, row in rows1:
+        print(_line(label, row, rows1[0][1]))
+    print("\nMiniLM on bbc-topics, batch 1, seq 128, PyTorch fp32; ratios against unpruned:")
+    for label, row in rows2:
+        print(_line(label, row, rows2[0][1]))
+    l1 = rows2[1][1]
+    for label, row in rows2[2:]:
+        if row["status"] == l1["status"] == "ok":
+            flops = row["flops_per_inference"] / l1["flops_per_inference"]
+            energy = row["energy_j_per_inference"] / l1["energy_j_per_inference"]
+            print(f"  {label} against {rows2[1][0]}: FLOPs x{flops:.2f}, energy x{energy:.2f}")
+
+
+if __name__ == "__main__":
+    main()

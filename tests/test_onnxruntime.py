@@ -1,0 +1,79 @@
+"""The ONNX Runtime backend on real exports of a tiny BERT: equivalence, quantization, the cache, providers."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModel, AutoTokenizer
+
+from bench.backends import BuildRequest, build
+from bench.backends.onnxruntime import OnnxRuntimeBackend, check_providers
+from bench.config import ConfigError
+from bench.workloads.classify import calibration_batches, synthetic_batch
+
+TEXTS = ["the market fell sharply today", "a late goal won the cup final", "new phones ship next week",
+         "parliament votes on the budget", "the film opens in cinemas"] * 4
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    model = AutoModel.from_pretrained(tiny_model_dir).eval()
+    return model, AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+def _request(model, quant: str, cache: Path, tokenizer=None, texts=()) -> BuildRequest:
+    batch = synthetic_batch(model.config, 2, 16, seed=0)
+    return BuildRequest(model, quant, "cpu", 1, batch.inputs, {"model": "tiny"}, cache, 18,
+                        lambda: calibration_batches(model.config, tokenizer, list(texts), 8, 16, seed=0))
+
+
+def test_fp32_export_matches_pytorch_on_other_shapes_and_is_cached(tiny, tmp_path):
+    model, tokenizer = tiny
+    backend, info = build("onnxruntime", _request(model, "fp32", tmp_path))
+    assert info["onnx_providers"] == ["CPUExecutionProvider"] and info["quantized_layers"] == 0
+    assert "dynamo=True" in info["onnx_exporter"] and info["onnx_opset"] == 18
+    # Exported at batch 2 x 16 tokens; the quality eval feeds padded batches of other shapes.
+    enc = tokenizer(TEXTS[:3], padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        expected = model(**enc).last_hidden_state
+    assert torch.allclose(backend.forward(dict(enc)).last_hidden_state, expected, atol=1e-4)
+    exported = Path(info["onnx_model_path"])
+    stamp = exported.stat().st_mtime_ns
+    _, again = build("onnxruntime", _request(model, "fp32", tmp_path))
+    assert again["onnx_model_path"] == str(exported) and exported.stat().st_mtime_ns == stamp
+
+
+def test_dynamic_int8_quantizes_every_weight_matrix_and_stays_close(tiny, tmp_path):
+    model, tokenizer = tiny
+    backend, info = build("onnxruntime", _request(model, "int8", tmp_path))
+    fp32_backend, fp32_info = build("onnxruntime", _request(model, "fp32", tmp_path))
+    # 2 layers x 6 Linears, the pooler, and the three embedding tables (Gather) quantized by ONNX Runtime.
+    assert info["quantized_layers"] == 2 * 6 + 1 + 3
+    assert info["model_bytes"] < fp32_info["model_bytes"] / 2
+    enc = dict(tokenizer(TEXTS[:4], padding=True, return_tensors="pt"))
+    cos = torch.nn.functional.cosine_similarity(backend.forward(enc).last_hidden_state.flatten(1),
+                                                fp32_backend.forward(enc).last_hidden_state.flatten(1))
+    assert (cos > 0.95).all()
+    call = backend.prepare(synthetic_batch(model.config, 1, 16, seed=3).inputs)
+    assert call()[0].shape == (1, 16, model.config.hidden_size)
+
+
+def test_static_int8_calibrates_on_the_texts_it_is_given(tiny, tmp_path):
+    model, tokenizer = tiny
+    _, info = build("onnxruntime", _request(model, "int8-static", tmp_path, tokenizer, TEXTS))
+    assert info["calibration_method"] == "minmax" and info["calibration_samples"] == 8
+    assert info["calibration_data"] == "eval train split (8 texts)" and info["quantized_layers"] > 0
+    _, synthetic = build("onnxruntime", _request(model, "int8-static", tmp_path))
+    assert synthetic["calibration_data"].startswith("random token ids")
+    # Different calibration data, different model: the cache keeps them apart.
+    assert synthetic["onnx_model_path"] != info["onnx_model_path"]
+
+
+def test_a_cuda_session_that_falls_back_to_the_cpu_is_refused(tiny, tmp_path):
+    model, _ = tiny
+    _, info = build("onnxruntime", _request(model, "fp32", tmp_path))
+    # The CPU wheel has no CUDA provider: ONNX Runtime would quietly run on the CPU.
+    with pytest.raises(ConfigError, match="did not start CUDAExecutionProvider"):
+        OnnxRuntimeBackend(Path(info["onnx_model_path"]), "cuda:0", 1)
+    with pytest.raises(ConfigError, match="onnxruntime-gpu.*never both"):
+        check_providers("cuda:0")
