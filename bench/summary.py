@@ -7,6 +7,8 @@ import pandas as pd
 COLUMNS = {
     "model": "model",
     "quant": "quant",
+    "backend": "backend",
+    "prune": "prune",
     "batch_size": "batch",
     "device": "device",
     "status": "status",
@@ -30,7 +32,7 @@ def table(rows: pd.DataFrame) -> str:
     if rows.empty:
         return "(no rows)"
     shown = rows.reindex(columns=list(COLUMNS)).rename(columns=COLUMNS)
-    shown = shown.sort_values(["model", "device", "quant", "batch"], kind="stable")
+    shown = shown.sort_values(["model", "device", "backend", "prune", "quant", "batch"], kind="stable")
     text = shown.to_string(index=False, na_rep="-", float_format=lambda v: f"{v:.4g}")
     if "energy_measured" in rows and not rows["energy_measured"].fillna(False).astype(bool).all():
         text += "\nsource=estimate rows are a power model (no readable energy counter), not measurements."
