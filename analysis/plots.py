@@ -12,7 +12,10 @@ import pandas as pd  # noqa: E402
 
 
 def _label(row: pd.Series) -> str:
-    return f"{row['quant']} b{row['batch_size']} {row['backend']}"
+    # A family's front holds several models and pruned variants: name them where they differ from the default.
+    pruned = row.get("prune")
+    pruned = f" {pruned} {row['prune_amount']:.0%}" if isinstance(pruned, str) and pruned != "none" else ""
+    return f"{row['model']} {row['quant']}{pruned} b{row['batch_size']} {row['backend']}"
 
 
 def _scatter(ax: plt.Axes, rows: pd.DataFrame, y: str) -> None:

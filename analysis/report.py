@@ -9,7 +9,8 @@ from pathlib import Path
 import pandas as pd
 
 COLUMNS = [
-    ("front", "front"), ("model", "model"), ("quant", "quant"), ("batch_size", "batch"), ("backend", "backend"),
+    ("front", "front"), ("model", "model"), ("quant", "quant"), ("prune", "prune"), ("prune_amount", "amount"),
+    ("batch_size", "batch"), ("backend", "backend"), ("flops_per_inference", "FLOPs/inf"),
     ("quality", "quality"), ("quality_ratio", "vs fp32"), ("passes_quality_gate", "gate"),
     ("energy_j", "J/{unit}"), ("energy_ci", "95% CI"), ("energy_j_per_token", "J/token"),
     ("latency_ms_p50", "p50 ms"), ("kwh_per_million", "kWh/M"), ("cost_per_million", "cost/M"),
@@ -131,7 +132,7 @@ def report_html(groups: list[Group], excluded: int, title: str) -> str:
              "body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}"
              "table{border-collapse:collapse;font-size:13px;margin:1em 0}"
              "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f3f3f3}"
-             "td:nth-child(2),td:nth-child(3),td:nth-child(5),td:last-child{text-align:left}"
+             "td:nth-child(2),td:nth-child(3),td:nth-child(4),td:nth-child(7),td:last-child{text-align:left}"
              "img{max-width:100%;border:1px solid #eee;margin:0.5em 0}.note{color:#666;font-size:13px}"
              "</style></head><body>", f"<h1>{html.escape(title)}</h1>"]
     if excluded:
