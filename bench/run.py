@@ -25,7 +25,7 @@ from bench.quality.evaluate import evaluate, reference
 from bench.meters import open_meter
 from bench.results import SCHEMA_VERSION, successful_rows, write_row
 from bench.validity import validity
-from bench.variants.prune import apply_prune
+from bench.variants.prune import apply_prune, check_supported
 from bench.variants.quant import check_available, dtype_of
 from bench.workloads.classify import calibration_batches, synthetic_batch
 
@@ -50,6 +50,7 @@ def check(cfg: BenchConfig) -> Checked:
     device = resolve_device(cfg.device)
     validate_for_device(cfg, device)
     check_available(cfg.quant)
+    check_supported(cfg.prune, device)
     if cfg.backend == "onnxruntime":
         check_providers(device)
     model_config, ref, revision = models.load_config(cfg.model, cfg.seq_len)

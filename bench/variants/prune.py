@@ -54,6 +54,16 @@ def apply_prune(model: nn.Module, cfg: PruneConfig, device: str, dtype: torch.dt
     return model, info
 
 
+def check_supported(cfg: PruneConfig, device: str) -> None:
+    """2:4 kernels need an Ampere or newer GPU; say so before any work rather than fail inside torch."""
+    if cfg.name == "semi-structured-2of4" and device.startswith("cuda"):
+        major, minor = torch.cuda.get_device_capability(device)
+        if major < 8:
+            raise ConfigError(f"prune=semi-structured-2of4 needs compute capability 8.0 or newer (Ampere); "
+                              f"{torch.cuda.get_device_name(device)} has {major}.{minor}. Choose prune=none, "
+                              "l1-unstructured, heads or ffn")
+
+
 def layout_of(model: nn.Module) -> Layout:
     model_type = model.config.model_type
     if model_type not in LAYOUTS:
