@@ -76,6 +76,8 @@ class ProfileConfig:
     confidence: float = 0.95
     # Above this coefficient of variation across windows the row is flagged (energy_cv_high).
     max_cv: float = 0.1
+    # Above this many cores' worth of other processes' CPU use during the windows: cpu_contended.
+    max_other_cpu_cores: float = 0.2
 
 
 @dataclass

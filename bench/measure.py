@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from dataclasses import dataclass
@@ -21,6 +22,21 @@ class Measurement:
     window_gross_j: list[float]
     idle_power_w: float
     idle_seconds: float
+    # Cores' worth of CPU time other processes used during the windows (None off Linux): on a CPU, their
+    # work lands in the same package counter and competes for the cores the variant runs on.
+    other_cpu_cores: float | None = None
+
+
+def _cpu_busy_seconds() -> tuple[float, float] | None:
+    """(busy CPU seconds of the whole machine, of this process) from /proc/stat and os.times()."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except OSError:
+        return None
+    idle = fields[3] + fields[4]  # idle and iowait
+    own = os.times()
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK"), own.user + own.system
 
 
 def _loop(call: Callable[[], Any], sync: Callable[[], None], min_s: float, min_calls: int,
@@ -54,6 +70,7 @@ def measure(call: Callable[[], Any], sync: Callable[[], None], meter: EnergyMete
 
     latencies: list[int] = []
     calls, seconds, gross = [], [], []
+    busy_before, t0 = _cpu_busy_seconds(), time.perf_counter()
     for _ in range(profile.windows):
         sync()
         meter.start()
@@ -61,7 +78,11 @@ def measure(call: Callable[[], Any], sync: Callable[[], None], meter: EnergyMete
         gross.append(meter.stop())
         calls.append(n)
         seconds.append(s)
-    return Measurement(latencies, calls, seconds, gross, idle_j / idle_seconds, idle_seconds)
+    busy_after, elapsed = _cpu_busy_seconds(), time.perf_counter() - t0
+    other = None
+    if busy_before and busy_after:
+        other = max(0.0, (busy_after[0] - busy_before[0]) - (busy_after[1] - busy_before[1])) / elapsed
+    return Measurement(latencies, calls, seconds, gross, idle_j / idle_seconds, idle_seconds, other)
 
 
 def bootstrap_median_ci(values: list[float], confidence: float, resamples: int, seed: int = 0

@@ -164,7 +164,10 @@ def measure_run(cfg: BenchConfig, checked: Checked, run_id: str) -> dict[str, An
         row.update(_device_state(meter, "end"))
         row.update(_quality(cfg, checked, backend))
         row.update(validity(m, meter.rated_power_w, row.get("gpu_other_processes_end"), row["energy_cv"],
-                            cfg.profile.max_cv))
+                            cfg.profile.max_cv, cfg.profile.max_other_cpu_cores))
+        if row["cpu_contended"]:
+            log.warning("run %s: other processes used %.2f cores during the windows: latency and energy are "
+                        "inflated (cpu_contended)", run_id[:8], row["cpu_other_cores"])
         if row["invalid_reasons"]:
             row["status"] = "invalid"
     except Exception as e:

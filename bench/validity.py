@@ -8,9 +8,12 @@ from bench.measure import Measurement
 
 
 def validity(m: Measurement, rated_power_w: float | None, foreign_processes: int | None,
-             energy_cv: float | None, max_cv: float) -> dict[str, Any]:
+             energy_cv: float | None, max_cv: float, max_other_cpu_cores: float) -> dict[str, Any]:
     """Flags per run. Any reason in `invalid_reasons` makes the run status=invalid; a high CV is only
-    flagged, since it widens the confidence interval rather than biasing the figure."""
+    flagged, since it widens the confidence interval rather than biasing the figure. Other processes'
+    CPU use is flagged too (`cpu_contended`): on a small machine it can slow the run many times over,
+    and a package counter charges their joules to it, but a CPU always has some background work, so the
+    row keeps its figures and says so."""
     reasons = []
     nonpositive = sum(1 for j in m.window_gross_j if j <= 0)
     if nonpositive:
@@ -29,5 +32,7 @@ def validity(m: Measurement, rated_power_w: float | None, foreign_processes: int
         "windows_power_out_of_bounds": out_of_bounds,
         "rated_power_w": rated_power_w,
         "energy_cv_high": energy_cv is not None and energy_cv > max_cv,
+        "cpu_other_cores": m.other_cpu_cores,
+        "cpu_contended": m.other_cpu_cores is not None and m.other_cpu_cores > max_other_cpu_cores,
         "invalid_reasons": "; ".join(reasons) or None,
     }

@@ -1,11 +1,18 @@
 import logging
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
+import pytest
+
+from bench.config import ProfileConfig
 from bench.device_lock import device_lock
-from bench.measure import Measurement
+from bench.measure import Measurement, measure
 from bench.meters.rapl import RaplMeter
 from bench.validity import validity
+from tests.test_measure import CountingMeter
 from tests.test_rapl import zone
 
 
@@ -16,27 +23,44 @@ def windows(gross_j, seconds=1.0, idle_w=10.0):
 
 
 def test_clean_run_has_no_reasons():
-    flags = validity(windows([50.0, 51.0]), rated_power_w=100.0, foreign_processes=0, energy_cv=0.02, max_cv=0.1)
+    flags = validity(windows([50.0, 51.0]), rated_power_w=100.0, foreign_processes=0, energy_cv=0.02, max_cv=0.1,
+                     max_other_cpu_cores=0.2)
     assert flags["invalid_reasons"] is None and not flags["energy_cv_high"]
 
 
 def test_zero_or_negative_windows_make_the_run_invalid():
-    flags = validity(windows([50.0, 0.0, -1.0]), None, None, None, 0.1)
+    flags = validity(windows([50.0, 0.0, -1.0]), None, None, None, 0.1, 0.2)
     assert flags["windows_nonpositive"] == 2 and "zero or negative energy" in flags["invalid_reasons"]
 
 
 def test_power_outside_idle_and_rated_bounds_makes_the_run_invalid():
     flags = validity(windows([50.0, 130.0, 0.5]), rated_power_w=100.0, foreign_processes=None, energy_cv=None,
-                     max_cv=0.1)
+                     max_cv=0.1, max_other_cpu_cores=0.2)
     assert flags["windows_power_out_of_bounds"] == 2  # 130 W > 1.2 x 100 W; 0.5 W < 0.1 x 10 W idle
     assert "outside [1, 120] W" in flags["invalid_reasons"]
 
 
 def test_foreign_gpu_process_makes_the_run_invalid_and_high_cv_is_only_flagged():
-    flags = validity(windows([50.0]), 100.0, foreign_processes=1, energy_cv=0.5, max_cv=0.1)
+    flags = validity(windows([50.0]), 100.0, foreign_processes=1, energy_cv=0.5, max_cv=0.1, max_other_cpu_cores=0.2)
     assert "1 other process(es)" in flags["invalid_reasons"] and flags["energy_cv_high"]
-    flags = validity(windows([50.0]), 100.0, foreign_processes=0, energy_cv=0.5, max_cv=0.1)
+    flags = validity(windows([50.0]), 100.0, foreign_processes=0, energy_cv=0.5, max_cv=0.1, max_other_cpu_cores=0.2)
     assert flags["invalid_reasons"] is None and flags["energy_cv_high"]
+
+
+def test_other_processes_busy_on_the_cpu_flag_the_run_without_invalidating_it():
+    if not Path("/proc/stat").is_file():
+        pytest.skip("no /proc/stat on this system")
+    profile = ProfileConfig(warmup_calls=0, warmup_s=0, idle_s=0.05, windows=2, min_window_s=0.5, min_calls=1)
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)  # let it start spinning
+        # The run itself sleeps: whatever CPU time the machine spends is someone else's.
+        m = measure(lambda: time.sleep(0.01), lambda: None, CountingMeter(), profile, profile.min_window_s)
+    finally:
+        busy.kill()
+    assert m.other_cpu_cores > 0.7  # one spinning process is about one core
+    flags = validity(m, 100.0, None, None, 0.1, max_other_cpu_cores=0.2)
+    assert flags["cpu_contended"] and flags["invalid_reasons"] is None
 
 
 def test_rapl_rated_power_is_the_highest_constraint_summed_over_packages(tmp_path):
