@@ -17,13 +17,15 @@ from bench import environment, models
 from bench.backends.pytorch import PyTorchBackend
 from bench.config import BenchConfig, config_hash, resolve_device, validate_for_device, validate_values
 from bench.device_lock import device_lock
-from bench.measure import measure, summarise
+from bench.measure import combine, measure, summarise
 from bench.quality.datasets import EvalSet, load_eval
 from bench.quality.evaluate import evaluate, reference
+from bench.quality.perplexity import evaluate_perplexity, lm_logits, text_ids
 from bench.meters import open_meter
 from bench.results import SCHEMA_VERSION, successful_rows, write_row
 from bench.validity import validity
 from bench.variants.quant import apply_quant
+from bench.workloads import generate
 from bench.workloads.classify import synthetic_batch
 
 log = logging.getLogger(__name__)
@@ -46,7 +48,10 @@ def check(cfg: BenchConfig) -> Checked:
     validate_values(cfg)
     device = resolve_device(cfg.device)
     validate_for_device(cfg, device)
-    model_config, ref, revision = models.load_config(cfg.model, cfg.seq_len)
+    if cfg.scenario.name == "generate":
+        model_config, ref, revision = generate.check_model(cfg)
+    else:
+        model_config, ref, revision = models.load_config(cfg.model, cfg.seq_len)
     open_meter(cfg.meter, device, cores_in_use=1).close()
     eval_set = tokenizer = None
     if cfg.eval.kind != "none" and cfg.model.weights == "pretrained":
@@ -72,6 +77,7 @@ def config_columns(cfg: BenchConfig, sweep_id: str | None) -> dict[str, Any]:
         "device": cfg.device,
         "batch_size": cfg.batch_size,
         "seq_len": cfg.seq_len,
+        "scenario": cfg.scenario.name,
         "profile": cfg.profile.name,
         "config": asdict(cfg),
     }
@@ -133,20 +139,33 @@ def measure_run(cfg: BenchConfig, checked: Checked, run_id: str) -> dict[str, An
     row["device_name"] = row.get("gpu_name") or row["cpu_model"]
     log.info("run %s: %s", run_id[:8], describe_run(cfg, device))
     try:
+        generating = cfg.scenario.name == "generate"
         t0 = time.perf_counter()
-        model = models.load_model(cfg.model, checked.model_config, checked.model_ref, cfg.seed)
+        model = models.load_model(cfg.model, checked.model_config, checked.model_ref, cfg.seed, causal_lm=generating)
         row.update(models.describe(model))
         row["load_seconds"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         variant, info = apply_quant(model, cfg.quant, device)
         row.update(info)
         backend = PyTorchBackend(variant, device)
-        batch = synthetic_batch(checked.model_config, cfg.batch_size, cfg.seq_len, cfg.seed)
-        call = backend.prepare(batch.inputs)
-        row["prepare_seconds"] = time.perf_counter() - t0
         min_window_s = cfg.profile.min_window_s_cuda if device.startswith("cuda") else cfg.profile.min_window_s
-        m = measure(call, backend.sync, meter, cfg.profile, min_window_s)
-        row.update(summarise(m, batch.samples, batch.tokens, cfg.profile, cfg.seed))
+        if generating:
+            s = cfg.scenario
+            text = text_ids(checked.tokenizer, checked.eval_set.test_texts[0]) if checked.eval_set else None
+            prompts = generate.prompts(checked.model_config, cfg.batch_size, s.prompt_len, cfg.seed,
+                                       text if s.prompt_source != "random" else None)
+            generation = generate.Generation(variant, device, prompts.ids)
+            row.update(seq_len=s.prompt_len + s.new_tokens, prompt_source=prompts.source,
+                       prepare_seconds=time.perf_counter() - t0)
+            phases = generate.measure_phases(generation, s.new_tokens, backend.sync, meter, cfg.profile, min_window_s)
+            m = combine(*phases)
+            row.update(generate.columns(*phases, cfg.batch_size, s.prompt_len, s.new_tokens, cfg.profile, cfg.seed))
+        else:
+            batch = synthetic_batch(checked.model_config, cfg.batch_size, cfg.seq_len, cfg.seed)
+            call = backend.prepare(batch.inputs)
+            row["prepare_seconds"] = time.perf_counter() - t0
+            m = measure(call, backend.sync, meter, cfg.profile, min_window_s)
+            row.update(summarise(m, batch.samples, batch.tokens, cfg.profile, cfg.seed))
         row.update(_device_state(meter, "end"))
         row.update(_quality(cfg, checked, backend))
         row.update(validity(m, meter.rated_power_w, row.get("gpu_other_processes_end"), row["energy_cv"],
@@ -168,6 +187,13 @@ def _quality(cfg: BenchConfig, checked: Checked, backend: PyTorchBackend) -> dic
             log.info("weights=random: no quality eval (quality_metric=none)")
         return {"eval": "none", "quality_metric": "none"}
     device = checked.device
+    if cfg.eval.kind == "perplexity":
+        ids = text_ids(checked.tokenizer, checked.eval_set.test_texts[0], cfg.eval.max_tokens)
+        fp32_logits = None  # quant=fp32: this variant is the reference
+        if cfg.quant != "fp32":
+            fp32 = models.load_model(cfg.model, checked.model_config, checked.model_ref, cfg.seed, causal_lm=True)
+            fp32_logits = lm_logits(fp32.to(device), device)
+        return evaluate_perplexity(cfg.eval, ids, lm_logits(backend.model, device), fp32_logits, cfg.batch_size)
 
     def fp32_forward() -> Any:
         if cfg.quant == "fp32":
@@ -187,12 +213,20 @@ def _device_state(meter: Any, when: str) -> dict[str, Any]:
 
 
 def describe_run(cfg: BenchConfig, device: str) -> str:
-    return (f"{cfg.model.name} quant={cfg.quant} batch_size={cfg.batch_size} seq_len={cfg.seq_len} "
+    s = cfg.scenario
+    shape = (f"prompt_len={s.prompt_len} new_tokens={s.new_tokens}" if s.name == "generate"
+             else f"seq_len={cfg.seq_len}")
+    return (f"{cfg.model.name} scenario={s.name} quant={cfg.quant} batch_size={cfg.batch_size} {shape} "
             f"device={device} backend={cfg.backend} weights={cfg.model.weights} profile={cfg.profile.name}")
 
 
 def progress_line(row: dict[str, Any]) -> str:
     kind = "measured" if row["energy_measured"] else "a model, NOT a measurement"
+    if row["scenario"] == "generate":
+        return (f"TTFT p50 {row['ttft_ms_p50']:.2f} ms, ITL p50 {row['itl_ms_p50']:.2f} ms, "
+                f"{row['decode_tokens_s']:.1f} decode tokens/s, {row['energy_j_per_output_token']:.4g} J/output token "
+                f"[{row['energy_j_per_output_token_ci_low']:.4g}, {row['energy_j_per_output_token_ci_high']:.4g}], "
+                f"{row['energy_j_per_request']:.4g} J/request ({row['energy_source']}: {kind})")
     return (f"p50 {row['latency_ms_p50']:.2f} ms, {row['throughput_samples_s']:.1f} samples/s, "
             f"{row['energy_j_per_inference']:.4g} J/inference "
             f"[{row['energy_j_per_inference_ci_low']:.4g}, {row['energy_j_per_inference_ci_high']:.4g}] "
