@@ -107,9 +107,9 @@ class EvalConfig:
     max_test_samples: Optional[int] = None
     gate: float = 0.99  # a variant passes when its quality is >= gate x the fp32 reference's
     # perplexity: windows of `context` tokens, each `stride` after the last, over the text's first max_tokens.
-    context: int = 512
-    stride: int = 256
-    max_tokens: Optional[int] = 4096
+    context: int = 256
+    stride: int = 128
+    max_tokens: Optional[int] = 2048
     cache_dir: str = "~/.cache/energy-bench"  # fp32 reference embeddings and probes
 
 

@@ -22,6 +22,21 @@ COLUMNS = {
 }
 
 
+# Generate rows: the two phases, joules per output token (decode) with its interval, and per request.
+GENERATE_COLUMNS = {
+    **{k: COLUMNS[k] for k in ("model", "quant", "batch_size", "device", "status")},
+    "ttft_ms_p50": "TTFT ms",
+    "itl_ms_p50": "ITL ms",
+    "decode_tokens_s": "decode tok/s",
+    "energy_j_per_input_token": "J/in tok",
+    "energy_j_per_output_token": "J/out tok",
+    "energy_j_per_output_token_ci_low": "ci low",
+    "energy_j_per_output_token_ci_high": "ci high",
+    "energy_j_per_request": "J/request",
+    **{k: COLUMNS[k] for k in ("energy_source", "quality", "quality_ratio")},
+}
+
+
 def label(row: pd.Series) -> str:
     return f"{row['model']} quant={row['quant']} batch_size={row['batch_size']} device={row['device']}"
 
@@ -29,7 +44,9 @@ def label(row: pd.Series) -> str:
 def table(rows: pd.DataFrame) -> str:
     if rows.empty:
         return "(no rows)"
-    shown = rows.reindex(columns=list(COLUMNS)).rename(columns=COLUMNS)
+    generating = "scenario" in rows and (rows["scenario"] == "generate").any()
+    columns = GENERATE_COLUMNS if generating else COLUMNS
+    shown = rows.reindex(columns=list(columns)).rename(columns=columns)
     shown = shown.sort_values(["model", "device", "quant", "batch"], kind="stable")
     text = shown.to_string(index=False, na_rep="-", float_format=lambda v: f"{v:.4g}")
     if "energy_measured" in rows and not rows["energy_measured"].fillna(False).astype(bool).all():

@@ -81,39 +81,43 @@ class Generation:
         out = self.model(input_ids=self.prompt, **{self.cache_arg: cache}, use_cache=True, **self.head)
         return cache, out.logits[:, -1:].argmax(-1)
 
-    def decode_step(self, new_tokens: int) -> Callable[[], torch.Tensor]:
-        """A call that is one real incremental decode step (one token per sequence) over the KV cache.
 
-        Consecutive calls walk through the decode phase of a request: the cache grows from prompt_len to
-        prompt_len + new_tokens - 2 tokens, each step feeding the previous step's greedy token. When a
-        request's new_tokens - 1 steps are done, the cache is cropped back to the prompt and the next request
-        begins. So the cache never grows across calls, and the calls' latencies and energy cover every cache
-        length a request passes through, equally often.
-        """
-        cache, first = self.prefill()
-        prompt_len = self.prompt.shape[1]
-        state = {"token": first, "step": 0}
-        model, head = self.model, {**self.head, self.cache_arg: cache}
 
-        @torch.inference_mode()
-        def call() -> torch.Tensor:
-            out = model(input_ids=state["token"], use_cache=True, **head)
-            state["step"] += 1
-            if state["step"] == new_tokens - 1:
-                cache.crop(prompt_len - cache.get_seq_length())
-                state["token"], state["step"] = first, 0
-            else:
-                state["token"] = out.logits[:, -1:].argmax(-1)
-            return state["token"]
+class DecodeSteps:
+    """A call that is one real incremental decode step (one token per sequence) over the KV cache.
 
-        return call
+    Consecutive calls walk through the decode phase of a request: the cache grows from prompt_len to
+    prompt_len + new_tokens - 2 tokens, each step feeding the previous step's greedy token. When a request's
+    new_tokens - 1 steps are done, the cache is cropped back to the prompt and the next request begins. So the
+    cache never grows across calls, and the calls' latencies and energy cover every cache length a request
+    passes through, equally often.
+    """
+
+    def __init__(self, generation: Generation, new_tokens: int) -> None:
+        self.cache, self.first = generation.prefill()
+        self.prompt_len = generation.prompt.shape[1]
+        self.new_tokens = new_tokens
+        self.model = generation.model
+        self.kwargs = {**generation.head, generation.cache_arg: self.cache, "use_cache": True}
+        self.token, self.step = self.first, 0
+
+    @torch.inference_mode()
+    def __call__(self) -> torch.Tensor:
+        out = self.model(input_ids=self.token, **self.kwargs)
+        self.step += 1
+        if self.step == self.new_tokens - 1:
+            self.cache.crop(self.prompt_len - self.cache.get_seq_length())
+            self.token, self.step = self.first, 0
+        else:
+            self.token = out.logits[:, -1:].argmax(-1)
+        return self.token
 
 
 def measure_phases(generation: Generation, new_tokens: int, sync: Callable[[], None], meter: EnergyMeter,
                    profile: ProfileConfig, min_window_s: float) -> tuple[Measurement, Measurement]:
     """The full protocol (warm-up, idle, windows) once per phase, prefill first."""
     prefill = measure(generation.prefill, sync, meter, profile, min_window_s)
-    decode = measure(generation.decode_step(new_tokens), sync, meter, profile, min_window_s)
+    decode = measure(DecodeSteps(generation, new_tokens), sync, meter, profile, min_window_s)
     return prefill, decode
 
 
