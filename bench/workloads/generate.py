@@ -82,7 +82,6 @@ class Generation:
         return cache, out.logits[:, -1:].argmax(-1)
 
 
-
 class DecodeSteps:
     """A call that is one real incremental decode step (one token per sequence) over the KV cache.
 
