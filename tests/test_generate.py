@@ -175,6 +175,7 @@ def test_cli_rejects_bad_generate_input_quickly(overrides, expected, tmp_path):
 
 def test_a_missing_eval_text_is_named_with_the_way_out(tiny_llama_dir, tmp_path):
     result = run_bench("scenario=generate", f"model.name_or_path={tiny_llama_dir}", "model.name=tiny",
+                       "scenario.prompt_len=16", "eval.context=64", "eval.stride=32",
                        f"eval.path={tmp_path}/nosuch.txt", "profile=quick", f"hydra.run.dir={tmp_path}/run")
     assert result.returncode == 2
     assert "nosuch.txt" in result.stderr and "does not exist" in result.stderr and "eval.path=" in result.stderr
@@ -209,7 +210,7 @@ def test_quick_generate_sweep_writes_prefill_decode_and_perplexity_columns(tiny_
     assert rows.loc["int8", "quantized_layers"] == 15 and rows.loc["fp32", "quantized_layers"] == 0
     # Quality: perplexity of the variant and of fp32 on the same windows; fp32 is its own reference.
     assert set(rows["quality_metric"]) == {"perplexity"} and set(rows["eval"]) == {"perplexity"}
-    assert (rows["eval_tokens"] == 14 * 32 + 0).all() and (rows["eval_context"] == 64).all()
+    assert (rows["eval_tokens"] == 15 * 32).all() and (rows["eval_context"] == 64).all()  # windows at 0, 32, .., 448
     assert rows.loc["fp32", "quality"] == rows.loc["fp32", "quality_ref"] == rows.loc["int8", "quality_ref"]
     assert rows.loc["fp32", "fidelity_top1_agreement"] == 1 and rows.loc["fp32", "fidelity_kl_mean"] == 0
     int8 = rows.loc["int8"]
