@@ -216,7 +216,8 @@ def test_quick_generate_sweep_writes_prefill_decode_and_perplexity_columns(tiny_
     int8 = rows.loc["int8"]
     assert int8["quality_ratio"] == pytest.approx(int8["quality_ref"] / int8["quality"])
     assert pd.api.types.is_bool_dtype(rows["passes_quality_gate"])
-    assert "TTFT p50" in result.stderr and "J/output token" in result.stderr
+    assert "TTFT p50" in result.stdout + result.stderr and "J/output token" in result.stdout + result.stderr
+    assert "TTFT/fp32" in result.stdout and "J/out tok" in result.stdout  # the sweep summary
 
 
 def test_named_shapes_build_from_their_config_with_keyword_overrides():
