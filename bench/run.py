@@ -19,14 +19,16 @@ from bench.backends.onnxruntime import check_providers
 from bench.backends.pytorch import PyTorchBackend
 from bench.config import BenchConfig, config_hash, resolve_device, validate_for_device, validate_values
 from bench.device_lock import device_lock
-from bench.measure import measure, summarise
+from bench.measure import combine, measure, summarise
 from bench.quality.datasets import EvalSet, load_eval
 from bench.quality.evaluate import evaluate, reference
+from bench.quality.perplexity import evaluate_perplexity, lm_logits, text_ids
 from bench.meters import open_meter
 from bench.results import SCHEMA_VERSION, successful_rows, write_row
 from bench.validity import validity
 from bench.variants.prune import apply_prune, check_supported
 from bench.variants.quant import check_available, dtype_of
+from bench.workloads import generate
 from bench.workloads.classify import calibration_batches, synthetic_batch
 
 log = logging.getLogger(__name__)
@@ -53,7 +55,10 @@ def check(cfg: BenchConfig) -> Checked:
     check_supported(cfg.prune, device)
     if cfg.backend == "onnxruntime":
         check_providers(device)
-    model_config, ref, revision = models.load_config(cfg.model, cfg.seq_len)
+    if cfg.scenario.name == "generate":
+        model_config, ref, revision = generate.check_model(cfg)
+    else:
+        model_config, ref, revision = models.load_config(cfg.model, cfg.seq_len)
     open_meter(cfg.meter, device, cores_in_use=1).close()
     eval_set = tokenizer = None
     if cfg.eval.kind != "none" and cfg.model.weights == "pretrained":
@@ -82,6 +87,7 @@ def config_columns(cfg: BenchConfig, sweep_id: str | None) -> dict[str, Any]:
         "device": cfg.device,
         "batch_size": cfg.batch_size,
         "seq_len": cfg.seq_len,
+        "scenario": cfg.scenario.name,
         "profile": cfg.profile.name,
         "config": asdict(cfg),
     }
@@ -143,24 +149,40 @@ def measure_run(cfg: BenchConfig, checked: Checked, run_id: str) -> dict[str, An
     row["device_name"] = row.get("gpu_name") or row["cpu_model"]
     log.info("run %s: %s", run_id[:8], describe_run(cfg, device))
     try:
+        generating = cfg.scenario.name == "generate"
         t0 = time.perf_counter()
-        model = models.load_model(cfg.model, checked.model_config, checked.model_ref, cfg.seed)
+        model = models.load_model(cfg.model, checked.model_config, checked.model_ref, cfg.seed, causal_lm=generating)
         row["load_seconds"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        model, pruned = apply_prune(model, cfg.prune, device, dtype_of(cfg.quant))
-        row.update(pruned)
-        row.update(footprint.parameters(model))
-        batch = synthetic_batch(checked.model_config, cfg.batch_size, cfg.seq_len, cfg.seed)
-        on_model = {k: v.to(next(model.parameters()).device) for k, v in batch.inputs.items()}
-        row.update(footprint.flops_per_inference(model, on_model, batch.samples))
-        backend, built = backends.build(cfg.backend, _build_request(cfg, checked, model, threads, batch.inputs))
-        row.update(built)
-        call = backend.prepare(batch.inputs)
-        row["prepare_seconds"] = time.perf_counter() - t0
         min_window_s = cfg.profile.min_window_s_cuda if device.startswith("cuda") else cfg.profile.min_window_s
-        m = measure(call, backend.sync, meter, cfg.profile, min_window_s)
-        row.update(summarise(m, batch.samples, batch.tokens, cfg.profile, cfg.seed))
-        row["energy_j_per_gflop"] = row["energy_j_per_inference"] / (row["flops_per_inference"] / 1e9)
+        if generating:
+            row.update(footprint.parameters(model))
+            backend, built = backends.build(cfg.backend, _build_request(cfg, checked, model, threads, {}))
+            row.update(built)
+            s = cfg.scenario
+            text = text_ids(checked.tokenizer, checked.eval_set.test_texts[0]) if checked.eval_set else None
+            prompts = generate.prompts(checked.model_config, cfg.batch_size, s.prompt_len, cfg.seed,
+                                       text if s.prompt_source != "random" else None)
+            generation = generate.Generation(backend.model, device, prompts.ids)
+            row.update(seq_len=s.prompt_len + s.new_tokens, prompt_source=prompts.source,
+                       prepare_seconds=time.perf_counter() - t0)
+            phases = generate.measure_phases(generation, s.new_tokens, backend.sync, meter, cfg.profile, min_window_s)
+            m = combine(*phases)
+            row.update(generate.columns(*phases, cfg.batch_size, s.prompt_len, s.new_tokens, cfg.profile, cfg.seed))
+        else:
+            model, pruned = apply_prune(model, cfg.prune, device, dtype_of(cfg.quant))
+            row.update(pruned)
+            row.update(footprint.parameters(model))
+            batch = synthetic_batch(checked.model_config, cfg.batch_size, cfg.seq_len, cfg.seed)
+            on_model = {k: v.to(next(model.parameters()).device) for k, v in batch.inputs.items()}
+            row.update(footprint.flops_per_inference(model, on_model, batch.samples))
+            backend, built = backends.build(cfg.backend, _build_request(cfg, checked, model, threads, batch.inputs))
+            row.update(built)
+            call = backend.prepare(batch.inputs)
+            row["prepare_seconds"] = time.perf_counter() - t0
+            m = measure(call, backend.sync, meter, cfg.profile, min_window_s)
+            row.update(summarise(m, batch.samples, batch.tokens, cfg.profile, cfg.seed))
+            row["energy_j_per_gflop"] = row["energy_j_per_inference"] / (row["flops_per_inference"] / 1e9)
         row.update(_device_state(meter, "end"))
         row.update(_quality(cfg, checked, backend))
         row.update(validity(m, meter.rated_power_w, row.get("gpu_other_processes_end"), row["energy_cv"],
@@ -198,6 +220,13 @@ def _quality(cfg: BenchConfig, checked: Checked, backend: Backend) -> dict[str, 
             log.info("weights=random: no quality eval (quality_metric=none)")
         return {"eval": "none", "quality_metric": "none"}
     device = checked.device
+    if cfg.eval.kind == "perplexity":
+        ids = text_ids(checked.tokenizer, checked.eval_set.test_texts[0], cfg.eval.max_tokens)
+        fp32_logits = None  # quant=fp32: this variant is the reference
+        if cfg.quant != "fp32":
+            fp32 = models.load_model(cfg.model, checked.model_config, checked.model_ref, cfg.seed, causal_lm=True)
+            fp32_logits = lm_logits(fp32.to(device), device)
+        return evaluate_perplexity(cfg.eval, ids, lm_logits(backend.model, device), fp32_logits, cfg.batch_size)
 
     def fp32_forward() -> Any:
         if (cfg.quant, cfg.prune.name, cfg.backend) == ("fp32", "none", "pytorch"):
@@ -217,13 +246,21 @@ def _device_state(meter: Any, when: str) -> dict[str, Any]:
 
 
 def describe_run(cfg: BenchConfig, device: str) -> str:
+    s = cfg.scenario
+    shape = (f"prompt_len={s.prompt_len} new_tokens={s.new_tokens}" if s.name == "generate"
+             else f"seq_len={cfg.seq_len}")
     pruned = f" prune={cfg.prune.name}:{cfg.prune.amount}" if cfg.prune.name != "none" else ""
-    return (f"{cfg.model.name} quant={cfg.quant}{pruned} batch_size={cfg.batch_size} seq_len={cfg.seq_len} "
+    return (f"{cfg.model.name} scenario={s.name} quant={cfg.quant}{pruned} batch_size={cfg.batch_size} {shape} "
             f"device={device} backend={cfg.backend} weights={cfg.model.weights} profile={cfg.profile.name}")
 
 
 def progress_line(row: dict[str, Any]) -> str:
     kind = "measured" if row["energy_measured"] else "a model, NOT a measurement"
+    if row["scenario"] == "generate":
+        return (f"TTFT p50 {row['ttft_ms_p50']:.2f} ms, ITL p50 {row['itl_ms_p50']:.2f} ms, "
+                f"{row['decode_tokens_s']:.1f} decode tokens/s, {row['energy_j_per_output_token']:.4g} J/output token "
+                f"[{row['energy_j_per_output_token_ci_low']:.4g}, {row['energy_j_per_output_token_ci_high']:.4g}], "
+                f"{row['energy_j_per_request']:.4g} J/request ({row['energy_source']}: {kind})")
     return (f"p50 {row['latency_ms_p50']:.2f} ms, {row['throughput_samples_s']:.1f} samples/s, "
             f"{row['energy_j_per_inference']:.4g} J/inference "
             f"[{row['energy_j_per_inference_ci_low']:.4g}, {row['energy_j_per_inference_ci_high']:.4g}] "

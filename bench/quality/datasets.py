@@ -123,7 +123,23 @@ def _classification(texts: list[str], labels: list, rows: list[dict] | None, cfg
     return EvalSet([texts[i] for i in train], y[train], [texts[i] for i in test], y[test], label_names=names)
 
 
+def _text(cfg: EvalConfig) -> str:
+    """A text file for perplexity, read with universal newlines (WikiText's raw files are CRLF)."""
+    if not cfg.path:
+        raise ConfigError(f"eval={cfg.name} needs a text file: eval.path=/path/to/text.txt")
+    path = Path(cfg.path).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"eval.path={cfg.path!r} does not exist (looked for {path.resolve()}); eval={cfg.name} "
+                          "needs a text file: give any UTF-8 text with eval.path=/path/to/text.txt, or run eval=none")
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if not text.strip():
+        raise ConfigError(f"eval.path={cfg.path!r} is empty")
+    return text
+
+
 def load_eval(cfg: EvalConfig) -> EvalSet:
+    if cfg.kind == "perplexity":  # the whole text is the one test item
+        return EvalSet([], np.array([]), [_text(cfg)], np.array([]))
     if cfg.name == "bbc-topics":
         texts, labels = _bbc_news()
         return _classification(texts, labels, None, cfg)
@@ -143,4 +159,4 @@ def load_eval(cfg: EvalConfig) -> EvalSet:
         test = test[: cfg.max_test_samples] if cfg.max_test_samples else test
         return EvalSet([], np.array([]), [texts[i] for i in test], scores[test],
                        test_pairs=[pairs[i] for i in test])
-    raise ConfigError(f"eval.kind={cfg.kind!r} is not valid; choose one of: classification, sts, none")
+    raise ConfigError(f"eval.kind={cfg.kind!r} is not valid; choose one of: classification, sts, perplexity, none")

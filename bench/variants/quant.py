@@ -32,6 +32,7 @@ def apply_quant(model: torch.nn.Module, quant: str, device: str) -> tuple[torch.
     if quant == "int8":
         # Dynamic int8 of every nn.Linear (weights int8, activations quantized per call), CPU kernels only.
         # torch.ao's API is deprecated in favour of torchao, which is slower on CPU without torch.compile.
+        _conv1d_to_linear(model)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", (DeprecationWarning, UserWarning))
             quantized = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
@@ -53,3 +54,18 @@ def _weight_only(model: torch.nn.Module, quant: str, device: str) -> tuple[torch
     layers = sum(1 for m in model.modules() if fits(m, ""))
     ao.quantize_(model, getattr(ao, TORCHAO[quant])(), filter_fn=fits)
     return model, {"quantized_layers": layers}
+
+
+def _conv1d_to_linear(model: torch.nn.Module) -> None:
+    """Replaces transformers' Conv1D (GPT-2's projections: a linear layer with its weight transposed) by the
+    equivalent nn.Linear, in place, so dynamic int8 quantizes those layers too and not only the LM head."""
+    from transformers.pytorch_utils import Conv1D
+
+    for parent in list(model.modules()):
+        for name, child in parent.named_children():
+            if isinstance(child, Conv1D):
+                linear = torch.nn.Linear(child.weight.shape[0], child.nf, device=child.weight.device,
+                                         dtype=child.weight.dtype)
+                linear.weight.data.copy_(child.weight.data.t())
+                linear.bias.data.copy_(child.bias.data)
+                setattr(parent, name, linear)

@@ -1,0 +1,191 @@
+"""Decoder requests (METHODOLOGY §3): prompts, the prefill and decode calls the windows repeat, and the columns.
+
+A request is `prompt_len` tokens in and exactly `new_tokens` tokens out, greedy, never stopping early
+(min_new_tokens = max_new_tokens): the prefill forward over the prompt fills the KV cache and yields the first
+token; `new_tokens - 1` decode steps, one token each, yield the rest. The two phases are bound by different
+limits (compute vs memory bandwidth), so each is measured in its own windows rather than by subtracting runs.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from transformers import DynamicCache, PretrainedConfig, PreTrainedModel
+
+from bench import models
+from bench.config import BenchConfig, ConfigError, ProfileConfig
+from bench.measure import Measurement, combine, measure, median_ci_cv, summarise
+from bench.meters import EnergyMeter
+from bench.workloads.classify import synthetic_batch
+
+
+def check_model(cfg: BenchConfig) -> tuple[PretrainedConfig, str, str]:
+    """models.load_config for generation: a decoder-only LM whose positions hold the whole request."""
+    s = cfg.scenario
+    config, ref, revision = models.load_config(cfg.model, s.prompt_len + s.new_tokens,
+                                               "scenario.prompt_len + scenario.new_tokens")
+    if not models.is_decoder_lm(config):
+        raise ConfigError(
+            f"scenario=generate needs a decoder-only causal language model; model {cfg.model.name!r} ({ref}) is a "
+            f"{config.model_type!r} model, which cannot generate. Choose one of: model=smollm2 (offline), "
+            "model=llama-1b or model=llama-8b (model.weights=random offline), or model.name_or_path=<a causal LM>")
+    max_len = getattr(config, "max_position_embeddings", None)
+    if cfg.eval.kind == "perplexity" and max_len is not None and cfg.eval.context > max_len:
+        raise ConfigError(f"eval.context={cfg.eval.context} is longer than model {cfg.model.name!r} allows "
+                          f"(max_position_embeddings={max_len}); choose 2..{max_len}")
+    return config, ref, revision
+
+
+@dataclass
+class Prompts:
+    ids: torch.Tensor  # (batch_size, prompt_len)
+    source: str  # text | random
+
+
+def prompts(config: PretrainedConfig, batch_size: int, prompt_len: int, seed: int,
+            text_ids: torch.Tensor | None) -> Prompts:
+    """Consecutive prompt_len-token slices of the eval text, one per sequence; seeded random ids without one.
+
+    Text prompts are what a served model sees; random ids serve random-weight models, which have no tokenizer
+    offline. Neither needs padding: every sequence of the batch is exactly prompt_len tokens.
+    """
+    if text_ids is None:
+        return Prompts(synthetic_batch(config, batch_size, prompt_len, seed).inputs["input_ids"], "random")
+    need = batch_size * prompt_len
+    if len(text_ids) < need:
+        raise ConfigError(f"the eval text has {len(text_ids)} tokens, fewer than batch_size x prompt_len = {need}; "
+                          "give a longer eval.path or use scenario.prompt_source=random")
+    return Prompts(text_ids[:need].reshape(batch_size, prompt_len), "text")
+
+
+class Generation:
+    """The two calls of a request on one model and batch of prompts, inputs already on the device."""
+
+    def __init__(self, model: PreTrainedModel, device: str, prompt_ids: torch.Tensor) -> None:
+        self.model = model
+        self.prompt = prompt_ids.to(device)
+        # Serving computes the LM head for the last position only; the full (prompt_len x vocab) logits would
+        # charge the prefill for work no deployment does.
+        accepts = inspect.signature(model.forward).parameters
+        self.head = {"logits_to_keep": 1} if "logits_to_keep" in accepts else {}
+        # transformers renamed past_key_values to cache (5.x); older releases know only the first.
+        self.cache_arg = "cache" if "cache" in accepts else "past_key_values"
+
+    @torch.inference_mode()
+    def prefill(self) -> tuple[DynamicCache, torch.Tensor]:
+        """One prefill from an empty cache: the cache, allocated afresh as each request's is, and the first token."""
+        cache = DynamicCache()
+        out = self.model(input_ids=self.prompt, **{self.cache_arg: cache}, use_cache=True, **self.head)
+        return cache, out.logits[:, -1:].argmax(-1)
+
+
+class DecodeSteps:
+    """A call that is one real incremental decode step (one token per sequence) over the KV cache.
+
+    Consecutive calls walk through the decode phase of a request: the cache grows from prompt_len to
+    prompt_len + new_tokens - 2 tokens, each step feeding the previous step's greedy token. When a request's
+    new_tokens - 1 steps are done, the cache is cropped back to the prompt and the next request begins. So the
+    cache never grows across calls, and the calls' latencies and energy cover every cache length a request
+    passes through, equally often.
+    """
+
+    def __init__(self, generation: Generation, new_tokens: int) -> None:
+        self.cache, self.first = generation.prefill()
+        self.prompt_len = generation.prompt.shape[1]
+        self.new_tokens = new_tokens
+        self.model = generation.model
+        self.kwargs = {**generation.head, generation.cache_arg: self.cache, "use_cache": True}
+        self.token, self.step = self.first, 0
+
+    @torch.inference_mode()
+    def __call__(self) -> torch.Tensor:
+        out = self.model(input_ids=self.token, **self.kwargs)
+        self.step += 1
+        if self.step == self.new_tokens - 1:
+            self.cache.crop(self.prompt_len - self.cache.get_seq_length())
+            self.token, self.step = self.first, 0
+        else:
+            self.token = out.logits[:, -1:].argmax(-1)
+        return self.token
+
+
+def measure_phases(generation: Generation, new_tokens: int, sync: Callable[[], None], meter: EnergyMeter,
+                   profile: ProfileConfig, min_window_s: float) -> tuple[Measurement, Measurement]:
+    """The full protocol (warm-up, idle, windows) once per phase, prefill first."""
+    prefill = measure(generation.prefill, sync, meter, profile, min_window_s)
+    decode = measure(DecodeSteps(generation, new_tokens), sync, meter, profile, min_window_s)
+    return prefill, decode
+
+
+def columns(prefill: Measurement, decode: Measurement, batch_size: int, prompt_len: int, new_tokens: int,
+            profile: ProfileConfig, seed: int = 0) -> dict[str, Any]:
+    """The row's speed and energy columns of a generate run, from the two phases' windows.
+
+    Energy per request = prefill joules per sequence + (new_tokens - 1) x decode joules per token, per window
+    pair (window i of each phase), so its median and interval come from the same bootstrap as any other.
+    """
+    p = summarise(prefill, batch_size, batch_size * prompt_len, profile, seed)
+    d = summarise(decode, batch_size, batch_size, profile, seed)
+    per_request = [jp + (new_tokens - 1) * jd for jp, jd in zip(p["window_j_per_inference"],
+                                                                 d["window_j_per_inference"])]
+    request_j, low, high, cv = median_ci_cv(per_request, profile, seed)
+    # Mean seconds per batch of requests: one prefill call and new_tokens - 1 decode calls.
+    request_s = p["measured_seconds"] / p["calls"] + (new_tokens - 1) * d["measured_seconds"] / d["calls"]
+    gross = p["energy_gross_j"] + d["energy_gross_j"]
+    seconds = p["measured_seconds"] + d["measured_seconds"]
+    return {
+        "prompt_len": prompt_len,
+        "new_tokens": new_tokens,
+        "ttft_ms_p50": p["latency_ms_p50"],
+        "ttft_ms_p90": p["latency_ms_p90"],
+        "ttft_ms_p99": p["latency_ms_p99"],
+        "itl_ms_p50": d["latency_ms_p50"],
+        "itl_ms_p90": d["latency_ms_p90"],
+        "itl_ms_p99": d["latency_ms_p99"],
+        "request_latency_ms": request_s * 1e3,
+        "prefill_tokens_s": p["throughput_tokens_s"],
+        "decode_tokens_s": d["throughput_tokens_s"],
+        # Per input token: every window's value is its per-sequence value / prompt_len, so the interval scales.
+        "energy_j_per_input_token": p["energy_j_per_token"],
+        "energy_j_per_input_token_ci_low": p["energy_j_per_inference_ci_low"] / prompt_len,
+        "energy_j_per_input_token_ci_high": p["energy_j_per_inference_ci_high"] / prompt_len,
+        "energy_j_per_output_token": d["energy_j_per_inference"],
+        "energy_j_per_output_token_ci_low": d["energy_j_per_inference_ci_low"],
+        "energy_j_per_output_token_ci_high": d["energy_j_per_inference_ci_high"],
+        "energy_j_per_request": request_j,
+        "energy_j_per_request_ci_low": low,
+        "energy_j_per_request_ci_high": high,
+        "prefill_energy_cv": p["energy_cv"],
+        "decode_energy_cv": d["energy_cv"],
+        # The columns every row has, so the summary, the fronts and the regression gate read generate rows too:
+        # an inference is a request, a token a generated token (prefill included), a call a decode step.
+        "energy_j_per_inference": request_j,
+        "energy_j_per_inference_ci_low": low,
+        "energy_j_per_inference_ci_high": high,
+        "energy_j_per_token": request_j / new_tokens,
+        "energy_cv": cv,
+        "window_j_per_inference": per_request,
+        "throughput_samples_s": batch_size / request_s,
+        "throughput_tokens_s": batch_size * new_tokens / request_s,
+        "latency_ms_p50": d["latency_ms_p50"],
+        "latency_ms_p90": d["latency_ms_p90"],
+        "latency_ms_p99": d["latency_ms_p99"],
+        "latency_ms_samples": d["latency_ms_samples"],
+        "window_calls": d["window_calls"],
+        "window_seconds": d["window_seconds"],
+        "ttft_ms_samples": p["latency_ms_samples"],
+        "prefill_window_calls": p["window_calls"],
+        "prefill_window_seconds": p["window_seconds"],
+        "prefill_window_j_per_sequence": p["window_j_per_inference"],
+        "decode_window_j_per_token": d["window_j_per_inference"],
+        "energy_gross_j": gross,
+        "energy_net_j": p["energy_net_j"] + d["energy_net_j"],
+        "idle_power_w": combine(prefill, decode).idle_power_w,
+        "avg_power_w": gross / seconds,
+        "windows": p["windows"],
+        "calls": p["calls"] + d["calls"],
+        "measured_seconds": seconds,
+    }
