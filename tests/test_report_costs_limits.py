@@ -33,7 +33,7 @@ def test_summary_and_report_show_cost_carbon_and_distance_to_the_limit(tmp_path,
     assert "per million output tokens" in summary and "at 0.3 per kWh and 200 gCO2e/kWh" in summary
     assert "### Distance to the limit: e on NVIDIA H200" in summary
     # bf16: 1e9 FLOP / 0.036 J = 27.78 GFLOP/J against 989.5e12 / 700 W = 1414 GFLOP/J
-    assert "| tiny | bf16 | 1 | bf16 | H200 | 1 | 0.1% | 27.78 | 1414 | 2.0% |" in summary
+    assert "| tiny | bf16 | - | 1 | pytorch | bf16 | H200 | 1 | 0.1% | 27.78 | 1414 | 2.0% |" in summary
     assert "| decode tok/s | bound tok/s | % of bound |" in summary
     assert "| 1200 | 2400 | 50.0% |" in summary  # 4800 GB/s / 2 GB × batch 1
     assert "Peaks: https://www.nvidia.com/en-us/data-center/h200/" in summary and "(dense)" in summary
