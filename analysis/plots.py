@@ -10,6 +10,8 @@ matplotlib.use("Agg")  # files only: no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from analysis.pareto import LOWER_IS_BETTER  # noqa: E402
+
 
 def _label(row: pd.Series) -> str:
     # A family's front holds several models and pruned variants: name them where they differ from the default.
@@ -50,10 +52,17 @@ def quality_energy(rows: pd.DataFrame, heading: str, path: Path) -> Path:
     ax.plot(front["energy_j"], front["quality"], color="tab:blue", zorder=2)
     extra = []
     if "quality_gate" in rows:
-        for (model, ref, gate), _ in rows.groupby(["model", "quality_ref", "quality_gate"]):
-            ax.axhline(ref * gate, color="tab:red", linestyle="--", linewidth=1)
+        # A lower-is-better metric passes below ref / gate. The reference is recomputed per run for some
+        # evals, so lines are de-duplicated at the precision they are labelled with.
+        lower = rows["quality_metric"].isin(LOWER_IS_BETTER)
+        limit = (rows["quality_ref"] / rows["quality_gate"]).where(lower, rows["quality_ref"] * rows["quality_gate"])
+        gates = pd.DataFrame({"model": rows["model"], "gate": rows["quality_gate"], "lower": lower,
+                              "limit": limit.map(lambda v: f"{v:.4g}")}).drop_duplicates()
+        for model, gate, lower_is_better, shown in gates.itertuples(index=False):
+            ax.axhline(float(shown), color="tab:red", linestyle="--", linewidth=1)
+            relation = f"fp32 / {gate:.2f}" if lower_is_better else f"{gate:.0%} of fp32"
             extra.append(plt.Line2D([], [], color="tab:red", linestyle="--",
-                                    label=f"quality gate {model}: {gate:.0%} of fp32 ({ref * gate:.4g})"))
+                                    label=f"quality gate {model}: {relation} ({shown})"))
     ax.set_xscale("log")
     ax.set_xlabel(_energy_label(rows))
     ax.set_ylabel(f"{rows['quality_metric'].iloc[0]} on {rows['eval'].iloc[0]}")

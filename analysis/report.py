@@ -18,7 +18,8 @@ COLUMNS = [
 ]
 DAILY = [("kwh_per_day", "kWh/day"), ("cost_per_day", "cost/day"), ("gco2e_per_day", "gCO2e/day")]
 LIMIT_COLUMNS = [
-    ("model", "model"), ("quant", "quant"), ("prune", "prune"), ("batch_size", "batch"), ("backend", "backend"), ("precision", "precision"),
+    ("model", "model"), ("quant", "quant"), ("prune", "prune"), ("batch_size", "batch"), ("backend", "backend"),
+    ("precision", "precision"),
     ("limit_device", "peak of"), ("achieved_tflops", "TFLOP/s"), ("fraction_of_peak_tflops", "% peak FLOP/s"),
     ("gflops_per_joule", "GFLOP/J"), ("peak_gflops_per_joule", "peak GFLOP/J"),
     ("fraction_of_peak_flops_per_joule", "% peak FLOP/J"), ("energy_source", "energy source"),
