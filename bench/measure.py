@@ -108,6 +108,8 @@ def combine(*parts: Measurement) -> Measurement:
         window_gross_j=[x for p in parts for x in p.window_gross_j],
         idle_power_w=sum(p.idle_power_w * p.idle_seconds for p in parts) / idle_seconds,
         idle_seconds=idle_seconds,
+        # The most contended phase: contention in either one distorts the request's figures.
+        other_cpu_cores=max((p.other_cpu_cores for p in parts if p.other_cpu_cores is not None), default=None),
     )
 
 

@@ -1,7 +1,7 @@
 import pytest
 
 from bench.config import ProfileConfig
-from bench.measure import Measurement, bootstrap_median_ci, measure, summarise
+from bench.measure import Measurement, bootstrap_median_ci, combine, measure, summarise
 
 QUICK = ProfileConfig(name="test", warmup_calls=2, warmup_s=0.0, idle_s=0.05, windows=4, min_window_s=0.02,
                       min_calls=3, bootstrap_resamples=500)
@@ -68,3 +68,13 @@ def test_bootstrap_interval_is_seeded_and_narrows_with_agreeing_windows():
     low, high = bootstrap_median_ci(noisy, 0.95, 1000)
     tight_low, tight_high = bootstrap_median_ci([1.0, 1.01, 0.99, 1.0, 1.0], 0.95, 1000)
     assert high - low > tight_high - tight_low
+
+
+def test_combined_phases_keep_the_worst_contention_and_time_weighted_idle():
+    def phase(idle_w, idle_s, other):
+        return Measurement([1], [1], [1.0], [5.0], idle_w, idle_s, other)
+
+    both = combine(phase(10.0, 1.0, 0.1), phase(20.0, 3.0, 0.5))
+    assert both.other_cpu_cores == 0.5 and both.idle_power_w == pytest.approx(17.5)
+    assert combine(phase(10.0, 1.0, None), phase(10.0, 1.0, 0.3)).other_cpu_cores == 0.3
+    assert combine(phase(10.0, 1.0, None)).other_cpu_cores is None
