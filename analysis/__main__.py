@@ -12,7 +12,7 @@ from analysis import plots, report
 from analysis.axes import DEFAULT_SCENARIO
 from analysis.costs import CostSettings, with_costs
 from analysis.limits import Peaks, with_limits
-from analysis.options import add_cost_options, add_peak_options, cost_settings, peaks
+from analysis.options import add_tree_argument, add_cost_options, add_peak_options, cost_settings, peaks
 from analysis.pareto import with_fronts
 from bench.results import load
 
@@ -49,14 +49,11 @@ def analyse(tree: Path, out: Path, settings: CostSettings | None = None, device_
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m analysis", description=__doc__)
-    parser.add_argument("tree", type=Path, help="a results tree (a sweep, or all of results/)")
+    add_tree_argument(parser)
     parser.add_argument("--out", type=Path, help="where to write (default: <tree>/analysis)")
     add_cost_options(parser)
     add_peak_options(parser)
     args = parser.parse_args(argv)
-    if not args.tree.exists():
-        print(f"error: {args.tree} does not exist", file=sys.stderr)
-        return 2
     try:
         settings, device_peaks = cost_settings(args), peaks(args)
     except (ValueError, OSError) as error:

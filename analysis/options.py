@@ -25,6 +25,16 @@ def _assignments(values: list[str], flag: str) -> dict[str, float]:
     return out
 
 
+def add_tree_argument(parser: argparse.ArgumentParser) -> None:
+    """The results tree both commands read; a missing one is a usage error (exit 2) before any work."""
+    def existing(value: str) -> Path:
+        if not Path(value).exists():
+            raise argparse.ArgumentTypeError(f"{value} does not exist")
+        return Path(value)
+
+    parser.add_argument("tree", type=existing, help="a results tree (a sweep, or all of results/)")
+
+
 def add_cost_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("cost and carbon (applied to the attributed, idle-subtracted energy)")
     group.add_argument("--price-per-kwh", type=float, default=DEFAULT_PRICE_PER_KWH,

@@ -13,14 +13,13 @@ import json
 import math
 import sys
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from analysis.costs import CostSettings, with_costs
 from analysis.devices import device_key
-from analysis.options import add_cost_options, cost_settings
+from analysis.options import add_tree_argument, add_cost_options, cost_settings
 from analysis.pareto import quality_ratio
 from bench.results import load
 
@@ -297,7 +296,7 @@ def _shortfall(config: dict, constraint: str, bounds: Bounds) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m analysis.recommend", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("tree", type=Path, help="a results tree (a sweep, or all of results/)")
+    add_tree_argument(parser)
     parser.add_argument("--max-latency-ms", type=float, required=True, help="latency bound per call (one batch)")
     parser.add_argument("--latency-percentile", choices=PERCENTILES, default="p99")
     parser.add_argument("--min-quality-ratio", type=float, required=True,
@@ -309,9 +308,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the recommendation as JSON")
     add_cost_options(parser)
     args = parser.parse_args(argv)
-    if not args.tree.exists():
-        print(f"error: {args.tree} does not exist", file=sys.stderr)
-        return 2
     try:
         bounds = Bounds(args.max_latency_ms, args.min_quality_ratio, args.latency_percentile)
         rec = recommend(load(args.tree), bounds, args.objective, args.eval, args.scenario, args.top,

@@ -150,7 +150,9 @@ def test_the_command_line_end_to_end(tmp_path, capsys):
     assert "closest" in capsys.readouterr().err
     assert main([tree, "--max-latency-ms", "50", "--min-quality-ratio", "0.99", "--price-per-kwh", "-1"]) == 2
     assert "--price-per-kwh=-1.0: must be a number >= 0" in capsys.readouterr().err
-    assert main([str(tmp_path / "empty"), "--max-latency-ms", "50", "--min-quality-ratio", "0.99"]) == 2
+    with pytest.raises(SystemExit) as missing:
+        main([str(tmp_path / "empty"), "--max-latency-ms", "50", "--min-quality-ratio", "0.99"])
+    assert missing.value.code == 2 and "empty does not exist" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
     assert main([str(tmp_path / "empty"), "--max-latency-ms", "50", "--min-quality-ratio", "0.99"]) == 2
     assert "no result rows" in capsys.readouterr().err
