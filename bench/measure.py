@@ -113,10 +113,6 @@ def combine(*parts: Measurement) -> Measurement:
     )
 
 
-def net_window_j(m: Measurement) -> list[float]:
-    return [g - m.idle_power_w * s for g, s in zip(m.window_gross_j, m.window_seconds)]
-
-
 def median_ci_cv(per_window: list[float], profile: ProfileConfig, seed: int = 0
                  ) -> tuple[float, float, float, float | None]:
     """Median of per-window values, its bootstrap interval, and the coefficient of variation."""
@@ -132,7 +128,7 @@ def summarise(m: Measurement, samples_per_call: int, tokens_per_call: int, profi
     latencies_ms = np.asarray(m.latencies_ns, dtype=float) / 1e6
     total_s = sum(m.window_seconds)
     total_calls = sum(m.window_calls)
-    net = net_window_j(m)
+    net = [g - m.idle_power_w * s for g, s in zip(m.window_gross_j, m.window_seconds)]
     per_inference = [j / (n * samples_per_call) for j, n in zip(net, m.window_calls)]
     per_token = [j / (n * tokens_per_call) for j, n in zip(net, m.window_calls)]
     median, ci_low, ci_high, cv = median_ci_cv(per_inference, profile, seed)

@@ -12,9 +12,9 @@ import os
 import shutil
 import tempfile
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
-from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
