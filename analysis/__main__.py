@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 from analysis import plots, report
-from analysis.axes import DEFAULT_SCENARIO
 from analysis.costs import CostSettings, with_costs
 from analysis.limits import Peaks, with_limits
 from analysis.options import add_tree_argument, add_cost_options, add_peak_options, cost_settings, peaks
@@ -35,9 +34,10 @@ def analyse(tree: Path, out: Path, settings: CostSettings | None = None, device_
               ).to_csv(written[1], index=False)
     placed = rows[(rows["status"] == "ok") & rows["quality"].notna()]
     groups = []
-    for (eval_name, scenario, device), group in placed.groupby(["eval", "scenario", "device_key"], sort=True):
-        shown = eval_name if scenario == DEFAULT_SCENARIO else f"{eval_name} ({scenario})"
-        name = _slug(eval_name, device) if scenario == DEFAULT_SCENARIO else _slug(eval_name, scenario, device)
+    for (eval_name, unit, device), group in placed.groupby(["eval", "energy_unit", "device_key"], sort=True):
+        # Rows judged per inference keep the short names; any other axis (per output token...) is named.
+        shown = eval_name if unit == "inference" else f"{eval_name} (per {unit})"
+        name = _slug(eval_name, device) if unit == "inference" else _slug(eval_name, unit, device)
         images = [plots.quality_energy(group, f"{shown} on {device}", out / f"quality_energy_{name}.png"),
                   plots.latency_energy(group, f"{shown} on {device}", out / f"latency_energy_{name}.png")]
         groups.append((f"{shown} on {device}", group, images))

@@ -1,6 +1,6 @@
 """Energy per million inferences (or output tokens) as kWh, money and grams of CO2e.
 
-The joules are the row's attributed figure (METHODOLOGY §3): net of the idle power measured before the
+The joules are the row's attributed figure (docs/protocol.md §4): net of the idle power measured before the
 windows. These are the marginal cost and emissions of the work itself; a machine kept on only for this
 service also pays its idle draw, which `idle_power_w` in each row gives.
 """

@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 
 from bench.results import load
+from bench.row import KEY_COLUMNS
 
-KEY = ["model", "model_revision", "weights", "quant", "prune", "backend", "device", "batch_size", "seq_len",
-       "prompt_len", "new_tokens", "scenario", "profile"]
+KEY = list(KEY_COLUMNS)  # the project's one configuration key (machine included)
 # metric -> (raw sample column, kind)
 METRICS = {
     "energy_j_per_inference": ("window_j_per_inference", "energy"),
@@ -132,6 +132,8 @@ def compare(baseline: pd.DataFrame, candidate: pd.DataFrame, metrics: list[str],
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise UnusableInput(f"unknown metric(s) {', '.join(unknown)}; choose from: {', '.join(METRICS)}")
+    baseline, candidate = (rows.assign(device_type=rows["device"].astype(str).str.partition(":")[0])
+                           for rows in (baseline, candidate))
     key = [c for c in KEY if c in baseline.columns or c in candidate.columns]
     base_groups, cand_groups = _groups(baseline, key), _groups(candidate, key)
     matched = [k for k in base_groups if k in cand_groups]

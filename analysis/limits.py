@@ -110,7 +110,7 @@ def with_limits(rows: pd.DataFrame, peaks: Peaks) -> pd.DataFrame:
     out["flops_per_joule"] = flops / _column(out, "energy_j_per_inference")
     out["peak_flops_per_joule"] = out["peak_tflops"] * 1e12 / out["peak_rated_w"]
     out["fraction_of_peak_flops_per_joule"] = out["flops_per_joule"] / out["peak_flops_per_joule"]
-    generate = out["scenario"] == "generate"
+    generate = _column(out, "decode_tokens_s").notna()  # rows with a decode phase
     model_bytes = _column(out, "model_bytes")
     out["decode_bound_tokens_s"] = (out["peak_mem_gbs"] * 1e9 / model_bytes * _column(out, "batch_size")
                                     ).where(generate)

@@ -1,4 +1,4 @@
-"""Pareto fronts of quality against energy per inference, or per output token for generation (METHODOLOGY §5)."""
+"""Pareto fronts of quality against energy per inference, or per output token for generation (docs/protocol.md §7)."""
 
 from __future__ import annotations
 

@@ -22,6 +22,7 @@ from analysis.devices import device_key
 from analysis.options import add_tree_argument, add_cost_options, cost_settings
 from analysis.pareto import quality_ratio
 from bench.results import load
+from bench.row import config_key
 
 # objective -> (column, what a saving is a saving of)
 OBJECTIVES = {"energy": ("energy_j", "energy"), "cost": ("cost_per_million", "cost"),
@@ -95,10 +96,9 @@ def _one_choice(values: pd.Series, given: str | None, what: str, flag: str) -> s
 
 
 def _one_per_configuration(rows: pd.DataFrame) -> pd.DataFrame:
-    """Repeated runs of one configuration (same config_hash) become one candidate: the median of each number,
-    measured only if every run was, with `runs` counting them."""
-    key = rows["config_hash"] if "config_hash" in rows else pd.Series(np.nan, index=rows.index)
-    key = key.fillna(pd.Series(rows.index.astype(str), index=rows.index))
+    """Repeated runs of one configuration (same config_key, so the same machine) become one candidate: the
+    median of each number, measured only if every run was, with `runs` counting them."""
+    key = rows.apply(config_key, axis=1)
     grouped = rows.groupby(key, sort=False)
     out = grouped.first()
     numeric = rows.select_dtypes("number").columns
@@ -138,7 +138,7 @@ def label(row: pd.Series) -> str:
         amount = row.get("prune_amount")
         parts.append(f"pruned {prune}" + (f" {amount:.0%}" if pd.notna(amount) else ""))
     parts.append(f"batch {int(row['batch_size'])}")
-    if row.get("scenario") == "generate" and pd.notna(row.get("prompt_len")) and pd.notna(row.get("new_tokens")):
+    if pd.notna(row.get("prompt_len")) and pd.notna(row.get("new_tokens")):
         parts.append(f"prompt {int(row['prompt_len'])} + {int(row['new_tokens'])} tokens")
     return " ".join(parts + [str(row["backend"]), "on", str(row["device_key"])])
 

@@ -68,8 +68,8 @@ def table(rows: pd.DataFrame) -> pd.DataFrame:
 def limits_table(rows: pd.DataFrame) -> pd.DataFrame:
     """How far each variant is from the device's peak FLOP/s and FLOP/J (and, for decode, the bandwidth bound)."""
     rows = rows.sort_values("energy_j")
-    columns = LIMIT_COLUMNS[:-1] + (DECODE_COLUMNS if (rows["scenario"] == "generate").any() else []) \
-        + LIMIT_COLUMNS[-1:]
+    decoding = "decode_tokens_s" in rows and rows["decode_tokens_s"].notna().any()
+    columns = LIMIT_COLUMNS[:-1] + (DECODE_COLUMNS if decoding else []) + LIMIT_COLUMNS[-1:]
     return _shown(rows, columns, {
         "gflops_per_joule": rows["flops_per_joule"] / 1e9, "peak_gflops_per_joule": rows["peak_flops_per_joule"] / 1e9,
         "fraction_of_peak_tflops": _percent(rows["fraction_of_peak_tflops"]),

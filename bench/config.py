@@ -6,38 +6,20 @@ Hydra composes `conf/` on top of these schemas (so a typo in a key or a wrong ty
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from hydra.core.config_store import ConfigStore
+from bench.errors import ConfigError
+from bench.quants import BACKENDS, HALF, QUANTS, SUPPORTED
 
-# Which quant values each backend runs on each device type; everything else is refused up front.
-SUPPORTED_QUANTS = {
-    # int8: torch.ao dynamic int8 (CPU kernels only); int8-wo / int4-wo: torchao weight-only (CUDA kernels).
-    ("pytorch", "cpu"): ("fp32", "bf16", "int8"),
-    ("pytorch", "cuda"): ("fp32", "bf16", "fp16", "int8-wo", "int4-wo"),
-    # ONNX Runtime's integer kernels (MatMulInteger, QLinear*) are CPU-provider kernels.
-    ("onnxruntime", "cpu"): ("fp32", "int8", "int8-static"),
-    ("onnxruntime", "cuda"): ("fp32", "fp16"),
-}
-BACKENDS = tuple(dict.fromkeys(backend for backend, _ in SUPPORTED_QUANTS))
-QUANTS = tuple(dict.fromkeys(q for quants in SUPPORTED_QUANTS.values() for q in quants))
+__all__ = ["ConfigError"]  # raised by every check here; importable from bench.config for callers
 PRUNES = ("none", "l1-unstructured", "heads", "ffn", "semi-structured-2of4")
 WEIGHTS = ("pretrained", "random")
 METER_SOURCES = ("auto", "rapl", "nvml", "estimate", "pyrapl")
 PROFILES = ("standard", "quick")
-SCENARIOS = ("classify", "generate")
 PROMPT_SOURCES = ("auto", "text", "random")
-# The eval kinds each scenario can score: perplexity needs a language-model head, the others an encoder.
-EVAL_KINDS = {"classify": ("classification", "sts", "none"), "generate": ("perplexity", "none")}
-
-
-class ConfigError(ValueError):
-    """Bad input, reported before any work starts."""
 
 
 @dataclass
@@ -79,7 +61,7 @@ class ScenarioConfig:
 
 @dataclass
 class ProfileConfig:
-    """Durations and repeat counts of the measurement protocol (METHODOLOGY §2)."""
+    """Durations and repeat counts of the measurement protocol (docs/protocol.md §2)."""
 
     name: str = "standard"
     warmup_calls: int = 10
@@ -106,7 +88,7 @@ class MeterConfig:
     # Upper bound of package power used to size the wraparound polling period.
     rapl_max_power_w: float = 500.0
     nvml_poll_s: float = 0.05
-    # Power model of the estimate (METHODOLOGY §1): P = P_idle + (P_max - P_idle) * u, P_max the socket's
+    # Power model of the estimate (docs/protocol.md §1): P = P_idle + (P_max - P_idle) * u, P_max the socket's
     # TDP scaled by the cores in use. Defaults describe a generic server socket (6.25 W per core at full
     # load); set your CPU's TDP and core count. A VM cannot see its host's socket, so nothing is guessed.
     estimate_tdp_w: float = 200.0
@@ -163,33 +145,22 @@ class BenchConfig:
     calibration_samples: int = 64
 
 
-# Settings that say where and how a sweep runs, not what is measured: left out of the configuration hash.
-NOT_HASHED = ("results_dir", "resume", "lock_dir")
-
-
-def config_hash(cfg: BenchConfig) -> str:
-    """Identifies what a run measures, so resume can tell which configurations are done."""
-    fields = {k: v for k, v in asdict(cfg).items() if k not in NOT_HASHED}
-    del fields["eval"]["cache_dir"]
-    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _choice(field_name: str, value: str, valid: tuple[str, ...]) -> None:
+def choice(field_name: str, value: str, valid: tuple[str, ...]) -> None:
     if value not in valid:
         raise ConfigError(f"{field_name}={value!r} is not valid; choose one of: {', '.join(valid)}")
 
 
 def validate_values(cfg: BenchConfig) -> None:
     """Checks that need nothing but the config."""
-    _choice("quant", cfg.quant, QUANTS)
-    _choice("backend", cfg.backend, BACKENDS)
-    _choice("prune", cfg.prune.name, PRUNES)
+    choice("quant", cfg.quant, tuple(QUANTS))
+    choice("backend", cfg.backend, BACKENDS)
+    choice("prune", cfg.prune.name, PRUNES)
     if cfg.prune.name not in ("none", "semi-structured-2of4") and not 0 < cfg.prune.amount < 1:
         raise ConfigError(f"prune.amount={cfg.prune.amount} is not valid; it must lie in (0, 1), e.g. 0.3, 0.5, 0.7")
     if cfg.calibration_samples < 1:
         raise ConfigError(f"calibration_samples={cfg.calibration_samples} is not valid; it must be >= 1")
-    _choice("model.weights", cfg.model.weights, WEIGHTS)
-    _choice("meter.source", cfg.meter.source, METER_SOURCES)
+    choice("model.weights", cfg.model.weights, WEIGHTS)
+    choice("meter.source", cfg.meter.source, METER_SOURCES)
     if cfg.batch_size < 1:
         raise ConfigError(f"batch_size={cfg.batch_size} is not valid; it must be an integer >= 1")
     if cfg.seq_len < 2:
@@ -199,13 +170,19 @@ def validate_values(cfg: BenchConfig) -> None:
     if cfg.device != "auto" and cfg.device != "cpu" and not _is_cuda_name(cfg.device):
         raise ConfigError(f"device={cfg.device!r} is not valid; choose one of: auto, cpu, cuda, cuda:N")
     validate_results_dir(cfg.results_dir)
-    _choice("scenario", cfg.scenario.name, SCENARIOS)
-    _choice("eval.kind", cfg.eval.kind, tuple(sorted({k for kinds in EVAL_KINDS.values() for k in kinds})))
-    if cfg.eval.kind not in EVAL_KINDS[cfg.scenario.name]:
+    from bench import scenarios
+
+    scenario = scenarios.get(cfg.scenario.name)
+    choice("eval.kind", cfg.eval.kind, scenarios.eval_kinds())
+    if cfg.eval.kind not in scenario.EVAL_KINDS:
         raise ConfigError(f"eval={cfg.eval.name} (kind {cfg.eval.kind}) does not go with scenario={cfg.scenario.name}; "
-                          f"choose an eval of kind: {', '.join(EVAL_KINDS[cfg.scenario.name])}")
-    if cfg.scenario.name == "generate":
-        validate_generate(cfg)
+                          f"choose an eval of kind: {', '.join(scenario.EVAL_KINDS)}")
+    scenario.validate(cfg)
+    e = cfg.eval
+    if e.kind == "perplexity" and not (2 <= e.context and 1 <= e.stride <= e.context
+                                       and (e.max_tokens is None or e.max_tokens >= e.context)):
+        raise ConfigError(f"eval.context={e.context}, eval.stride={e.stride}, eval.max_tokens={e.max_tokens} are not "
+                          "valid; need context >= 2, 1 <= stride <= context, max_tokens >= context (or null)")
     if not 0 < cfg.eval.test_fraction < 1 or not 0 < cfg.eval.gate <= 1:
         raise ConfigError(f"eval.test_fraction={cfg.eval.test_fraction} and eval.gate={cfg.eval.gate} must lie in "
                           "(0, 1) and (0, 1]")
@@ -223,25 +200,6 @@ def validate_values(cfg: BenchConfig) -> None:
         raise ConfigError(f"profile.max_cv={p.max_cv} is not valid; it must be > 0")
     if not 0 < p.confidence < 1:
         raise ConfigError(f"profile.confidence={p.confidence} is not valid; it must lie in (0, 1)")
-
-
-def validate_generate(cfg: BenchConfig) -> None:
-    s, e = cfg.scenario, cfg.eval
-    _choice("scenario.prompt_source", s.prompt_source, PROMPT_SOURCES)
-    # The decode loop drives a PyTorch KV cache step by step; pruning layouts are encoder layouts.
-    if cfg.backend != "pytorch" or cfg.prune.name != "none":
-        raise ConfigError(f"scenario=generate runs with backend=pytorch and prune=none; got backend={cfg.backend!r}, "
-                          f"prune={cfg.prune.name!r}")
-    if s.prompt_len < 1 or s.new_tokens < 2:
-        raise ConfigError(f"scenario.prompt_len={s.prompt_len} and scenario.new_tokens={s.new_tokens} are not valid; "
-                          "need prompt_len >= 1 and new_tokens >= 2 (the first token comes from the prefill)")
-    if s.prompt_source == "text" and (cfg.model.weights == "random" or e.kind == "none"):
-        raise ConfigError("scenario.prompt_source=text needs a tokenizer and a text (model.weights=pretrained and "
-                          "eval=perplexity with eval.path); choose scenario.prompt_source=random or auto")
-    if e.kind == "perplexity" and not (2 <= e.context and 1 <= e.stride <= e.context
-                                       and (e.max_tokens is None or e.max_tokens >= e.context)):
-        raise ConfigError(f"eval.context={e.context}, eval.stride={e.stride}, eval.max_tokens={e.max_tokens} are not "
-                          "valid; need context >= 2, 1 <= stride <= context, max_tokens >= context (or null)")
 
 
 def validate_results_dir(results_dir: str) -> None:
@@ -283,17 +241,17 @@ def resolve_device(requested: str) -> str:
 def validate_for_device(cfg: BenchConfig, device: str) -> None:
     """Checks that depend on the resolved device."""
     device_type = device.split(":")[0]
-    valid = SUPPORTED_QUANTS[(cfg.backend, device_type)]
+    valid = SUPPORTED[(cfg.backend, device_type)]
     if cfg.quant not in valid:
         elsewhere = [f"backend={b} on {'CUDA' if d == 'cuda' else 'the CPU'}"
-                     for (b, d), quants in SUPPORTED_QUANTS.items() if cfg.quant in quants]
+                     for (b, d), quants in SUPPORTED.items() if cfg.quant in quants]
         raise ConfigError(f"quant={cfg.quant!r} does not run with backend={cfg.backend!r} on device={device!r} "
                           f"(it runs with {' and '.join(elsewhere)} only); here choose one of: {', '.join(valid)}")
     if cfg.prune.name == "semi-structured-2of4" and (device_type != "cuda" or cfg.backend != "pytorch"):
         raise ConfigError(f"prune=semi-structured-2of4 needs torch's sparse CUDA kernels (backend=pytorch, "
                           f"device=cuda); on device={device!r} backend={cfg.backend!r} choose prune=none, "
                           "l1-unstructured, heads or ffn")
-    if cfg.prune.name == "semi-structured-2of4" and cfg.quant not in ("fp16", "bf16"):
+    if cfg.prune.name == "semi-structured-2of4" and cfg.quant not in HALF:
         raise ConfigError(f"prune=semi-structured-2of4 runs with quant=fp16 or bf16 (torch's 2:4 kernels); "
                           f"quant={cfg.quant!r} is not supported")
 
@@ -313,5 +271,7 @@ def load_profile(name: str) -> ProfileConfig:
 
 
 def register_configs() -> None:
+    from hydra.core.config_store import ConfigStore  # only the Hydra entry needs it
+
     cs = ConfigStore.instance()
     cs.store(name="bench_schema", node=BenchConfig)

@@ -1,4 +1,4 @@
-"""What machine and software produced a row (METHODOLOGY §7)."""
+"""What machine and software produced a row (docs/protocol.md §9)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,17 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def device_name(device: str | None) -> str | None:
+    """The machine identity of a row: the GPU's name for a CUDA device, the CPU model for the CPU."""
+    if device == "cpu":
+        return cpu_model()
+    if device and device.startswith("cuda"):
+        import torch
+
+        return torch.cuda.get_device_name(int(device.partition(":")[2] or 0))
+    return None  # a run that failed before its device was resolved
 
 
 def git_commit() -> str | None:

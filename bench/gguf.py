@@ -8,12 +8,10 @@ The copy holds the dequantised weights: a 4-bit GGUF gives fp32 weights that car
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
-from bench.config import ConfigError
+from bench.errors import ConfigError
+from bench.files import write_atomically
 
 log = logging.getLogger(__name__)
 CACHE_DIR = Path("~/.cache/energy-bench/models")
@@ -42,17 +40,10 @@ def converted(gguf_file: Path, name: str, cache_dir: Path = CACHE_DIR) -> Path:
     tied = {"lm_head.weight"} if config.tie_word_embeddings else set()
     if missing - tied:
         raise ConfigError(f"{gguf_file} lacks weights for {sorted(missing - tied)}: not a complete causal LM")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Written beside the target and renamed, so a killed conversion never leaves a half copy to be loaded.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
-    try:
+
+    def save(tmp: Path) -> None:
         model.save_pretrained(tmp)
         AutoTokenizer.from_pretrained(directory, gguf_file=filename).save_pretrained(tmp)
-        tmp.chmod(0o755)  # mkdtemp's 0700 would hide the cache from other users of the machine
-        os.replace(tmp, target)
-    except OSError:
-        if not (target / "config.json").is_file():  # not another process finishing first
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    write_atomically(target, save, directory=True)  # a killed conversion never leaves a half copy to load
     return target

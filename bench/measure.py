@@ -1,4 +1,4 @@
-"""The measurement protocol (METHODOLOGY §2): warm-up, idle baseline, windows, statistics."""
+"""The measurement protocol (docs/protocol.md §2, §3): warm-up, idle baseline, windows, statistics."""
 
 from __future__ import annotations
 
@@ -124,7 +124,7 @@ def median_ci_cv(per_window: list[float], profile: ProfileConfig, seed: int = 0
 
 def summarise(m: Measurement, samples_per_call: int, tokens_per_call: int, profile: ProfileConfig,
               seed: int = 0) -> dict[str, Any]:
-    """The row's speed and energy columns (METHODOLOGY §2.5, §3)."""
+    """The row's speed and energy columns (docs/protocol.md §3, §4)."""
     latencies_ms = np.asarray(m.latencies_ns, dtype=float) / 1e6
     total_s = sum(m.window_seconds)
     total_calls = sum(m.window_calls)

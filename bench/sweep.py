@@ -14,7 +14,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from bench import results, summary
-from bench.config import BenchConfig, ConfigError, config_hash
+from bench.config import BenchConfig, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -27,29 +27,27 @@ def job_overrides(config: DictConfig) -> list[list[str]]:
     return [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
 
 
-def check_sweep(config: DictConfig) -> list[BenchConfig]:
-    """Composes and checks every job; raises ConfigError naming the first bad one."""
-    from bench.run import check
+def check_sweep(config: DictConfig) -> list[tuple[BenchConfig, str]]:
+    """Composes and checks every job: each configuration with its key; raises ConfigError naming the first bad one."""
+    from bench.run import check, configuration
 
     configs = []
-    checked: set[str] = set()
+    keys: dict[str, str] = {}
     for job in job_overrides(config):
         composed = hydra.compose(config_name=config.hydra.job.config_name, overrides=job)
         cfg: BenchConfig = OmegaConf.to_object(composed)
-        configs.append(cfg)
-        key = config_hash(cfg)
-        if key not in checked:
-            checked.add(key)
+        if (text := repr(cfg)) not in keys:  # identical jobs (repeats of one configuration) are checked once
             try:
-                check(cfg)
+                keys[text] = configuration(cfg, check(cfg), None)["config_key"]
             except ConfigError as e:
                 raise ConfigError(f"{e}\n(in the sweep job with overrides: {' '.join(job)})") from None
+        configs.append((cfg, keys[text]))
     return configs
 
 
 class SweepCallback(Callback):
     def __init__(self) -> None:
-        self.configs: list[BenchConfig] = []
+        self.configs: list[tuple[BenchConfig, str]] = []
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if not config.hydra.sweeper._target_.endswith("BasicSweeper"):
@@ -65,10 +63,10 @@ class SweepCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         rows = results.load(config.hydra.sweep.dir)
-        if any(cfg.resume for cfg in self.configs):
+        if any(cfg.resume for cfg, _ in self.configs):
             # Configurations skipped as already measured still belong in this sweep's table.
-            hashes = {config_hash(cfg) for cfg in self.configs} - set(rows.get("config_hash", []))
-            rows = pd.concat([rows, results.successful_rows(self.configs[0].results_dir, hashes)],
+            keys = {key for _, key in self.configs} - set(rows.get("config_key", []))
+            rows = pd.concat([rows, results.successful_rows(self.configs[0][0].results_dir, keys)],
                              ignore_index=True)
         print(f"\nSweep summary ({len(rows)} rows; new ones in {config.hydra.sweep.dir}):")
         print(summary.table(rows))

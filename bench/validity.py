@@ -1,4 +1,4 @@
-"""Can a run's numbers be trusted? The checks of METHODOLOGY §2.6, as row columns."""
+"""Can a run's numbers be trusted? The checks of docs/protocol.md §5, as row columns."""
 
 from __future__ import annotations
 

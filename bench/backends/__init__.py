@@ -1,4 +1,8 @@
-"""Backends: turn the fp32 model into the variant on a device, run one prepared batch, synchronise."""
+"""Backends: turn the fp32 model into the variant on a device, run one prepared batch, synchronise.
+
+One module per backend, imported only when a run asks for it (so a PyTorch run never loads ONNX Runtime).
+A backend module provides `check(device)`, run before any work, and `build(req) -> (Backend, columns)`.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,9 @@ import torch
 
 class Backend(Protocol):
     name: str
+    # The torch module it runs, for what needs the model itself (a KV-cache decode loop, perplexity logits);
+    # None where the backend runs something else (an ONNX graph).
+    model: torch.nn.Module | None
 
     def prepare(self, inputs: dict[str, Any]) -> Callable[[], Any]:
         """Everything but the forward pass, done once: returns the call the windows repeat."""
@@ -35,6 +42,11 @@ class BuildRequest:
     opset: int
     # (batches, description of where they came from) for static quantization's calibration
     calibration: Callable[[], tuple[list[dict[str, torch.Tensor]], str]]
+
+
+def check(backend: str, device: str) -> None:
+    """What the backend needs on this machine, checked before any work (raises ConfigError)."""
+    importlib.import_module(f"bench.backends.{backend}").check(device)
 
 
 def build(backend: str, req: BuildRequest) -> tuple[Backend, dict[str, Any]]:

@@ -5,12 +5,7 @@ Exporter: torch.onnx.export with dynamo=True (torch.export + onnxscript), batch 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
-import shutil
-import tempfile
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,7 +18,8 @@ import onnxruntime as ort
 import torch
 
 from bench.backends import BuildRequest
-from bench.config import ConfigError
+from bench.errors import ConfigError
+from bench.files import stable_key, write_atomically
 
 log = logging.getLogger(__name__)
 MODEL_FILE = "model.onnx"
@@ -37,26 +33,11 @@ def _numpy(inputs: dict[str, torch.Tensor], names: Iterable[str]) -> dict[str, n
 
 
 def _cached(directory: Path, build: Callable[[Path], None]) -> Path:
-    """`directory/model.onnx`, built once into a temporary sibling and renamed, so concurrent or killed
-    runs never see a half-written model."""
-    if (directory / MODEL_FILE).is_file():
-        return directory / MODEL_FILE
-    log.info("building %s (cached for later runs)", directory / MODEL_FILE)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
-    try:
-        build(tmp / MODEL_FILE)
-        os.replace(tmp, directory)
-    except OSError:
-        if not (directory / MODEL_FILE).is_file():  # not lost to a concurrent run that finished first
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    """`directory/model.onnx`, built once (atomically: concurrent or killed runs never see half a model)."""
+    if not (directory / MODEL_FILE).is_file():
+        log.info("building %s (cached for later runs)", directory / MODEL_FILE)
+        write_atomically(directory, lambda tmp: build(tmp / MODEL_FILE), directory=True)
     return directory / MODEL_FILE
-
-
-def _key(parts: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
 def _save(model: onnx.ModelProto, path: Path) -> None:
@@ -134,7 +115,7 @@ def build(req: BuildRequest) -> tuple[OnnxRuntimeBackend, dict[str, Any]]:
     """The session for `req.quant`, exporting and quantizing only what the cache does not hold yet."""
     quant, opset = req.quant, req.opset
     base = {**req.identity, "opset": opset, "torch": torch.__version__, "onnxruntime": ort.__version__}
-    fp32 = _cached(req.cache_dir / "onnx" / _key(base), lambda p: export(req.model, req.inputs, p, opset))
+    fp32 = _cached(req.cache_dir / "onnx" / stable_key(base), lambda p: export(req.model, req.inputs, p, opset))
     info: dict[str, Any] = {"onnx_exporter": f"torch.onnx.export(dynamo=True), torch {torch.__version__}",
                             "onnx_opset": opset, "onnxruntime_version": ort.__version__}
     path = fp32
@@ -146,7 +127,7 @@ def build(req: BuildRequest) -> tuple[OnnxRuntimeBackend, dict[str, Any]]:
             info.update(calibration_method=CALIBRATION_METHOD, calibration_data=source,
                         calibration_samples=sum(len(f["input_ids"]) for f in samples))
         variant = {**base, "quant": quant, **{k: v for k, v in info.items() if k.startswith("calibration")}}
-        path = _cached(req.cache_dir / "onnx" / _key(variant), lambda p: quantize(fp32, quant, p, samples))
+        path = _cached(req.cache_dir / "onnx" / stable_key(variant), lambda p: quantize(fp32, quant, p, samples))
     info["quantized_layers"] = quantized_weights(path)
     info["model_bytes"] = sum(f.stat().st_size for f in path.parent.iterdir())
     info["onnx_model_path"] = str(path)
@@ -155,7 +136,7 @@ def build(req: BuildRequest) -> tuple[OnnxRuntimeBackend, dict[str, Any]]:
     return backend, info
 
 
-def check_providers(device: str) -> None:
+def check(device: str) -> None:
     """Before any work: CUDA runs need onnxruntime-gpu's CUDA provider in this install."""
     if device.startswith("cuda") and "CUDAExecutionProvider" not in ort.get_available_providers():
         raise ConfigError(
@@ -166,6 +147,7 @@ def check_providers(device: str) -> None:
 
 class OnnxRuntimeBackend:
     name = "onnxruntime"
+    model = None  # it runs the exported graph, not a torch module
 
     def __init__(self, path: Path, device: str, threads: int) -> None:
         self.device = torch.device(device)

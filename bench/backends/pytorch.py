@@ -11,6 +11,10 @@ from bench.footprint import model_bytes
 from bench.variants.quant import apply_quant
 
 
+def check(device: str) -> None:
+    """Eager PyTorch runs wherever torch sees the device (checked with the device itself)."""
+
+
 def build(req: BuildRequest) -> tuple[PyTorchBackend, dict[str, Any]]:
     variant, info = apply_quant(req.model, req.quant, req.device)
     return PyTorchBackend(variant, req.device), {**info, "model_bytes": model_bytes(variant)}

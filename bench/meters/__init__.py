@@ -1,4 +1,4 @@
-"""Energy meters: one module per source behind one small protocol (METHODOLOGY §1)."""
+"""Energy meters: one module per source behind one small protocol (docs/protocol.md §1)."""
 
 from __future__ import annotations
 
@@ -6,13 +6,12 @@ import functools
 import logging
 from typing import Any, Protocol
 
-from bench.config import ConfigError, MeterConfig
+from bench.config import MeterConfig
+from bench.errors import ConfigError, MeterUnavailable
+
+__all__ = ["EnergyMeter", "MeterUnavailable", "open_meter"]
 
 log = logging.getLogger(__name__)
-
-
-class MeterUnavailable(RuntimeError):
-    """The source cannot be read on this machine; the message says why and, where there is one, the fix."""
 
 
 class EnergyMeter(Protocol):
@@ -28,6 +27,10 @@ class EnergyMeter(Protocol):
 
     def params(self) -> dict[str, Any]:
         """What a reader needs to interpret the figure (the estimate's model parameters)."""
+
+    def device_state(self, when: str) -> dict[str, Any]:
+        """Columns describing the metered device at `when` ("start" or "end"): clocks, temperature, limits,
+        other processes. Meters of a CPU have none to offer and return {}."""
 
     def close(self) -> None: ...
 

@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 
 class EstimateMeter:
-    """P = P_idle + (P_max - P_idle) * u (METHODOLOGY §1).
+    """P = P_idle + (P_max - P_idle) * u (docs/protocol.md §1).
 
     P_max is the socket TDP scaled by the cores in use; P_idle a fraction of it; u the process's CPU
     utilisation of those cores over the window (process CPU time counts every thread).
@@ -55,6 +55,9 @@ class EstimateMeter:
             "p_max_w": self.p_max_w,
             "p_idle_w": self.p_idle_w,
         }
+
+    def device_state(self, when: str) -> dict[str, Any]:
+        return {}
 
     def close(self) -> None:
         pass

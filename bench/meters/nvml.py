@@ -9,7 +9,7 @@ import time
 from types import ModuleType
 from typing import Any
 
-from bench.meters import MeterUnavailable
+from bench.errors import MeterUnavailable
 
 
 def nvml_index(cuda_index: int) -> int:

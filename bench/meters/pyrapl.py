@@ -12,7 +12,7 @@ import logging
 from types import ModuleType
 from typing import Any
 
-from bench.meters import MeterUnavailable
+from bench.errors import MeterUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,9 @@ class PyRaplMeter:
 
     def params(self) -> dict[str, Any]:
         return {"wraparound_corrected": False}
+
+    def device_state(self, when: str) -> dict[str, Any]:
+        return {}
 
     def close(self) -> None:
         pass

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.meters import MeterUnavailable
+from bench.errors import MeterUnavailable
 
 
 PERMISSION_FIX = (
@@ -146,6 +146,9 @@ class RaplMeter:
 
     def params(self) -> dict[str, Any]:
         return {"zones": [z.name for z in self.zones], "poll_s": self.poll_s}
+
+    def device_state(self, when: str) -> dict[str, Any]:
+        return {}
 
     def close(self) -> None:
         self._stop.set()

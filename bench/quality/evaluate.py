@@ -1,13 +1,9 @@
-"""Score a variant on its eval set, against the fp32 reference of the same model (METHODOLOGY §4)."""
+"""Score a variant on its eval set, against the fp32 reference of the same model (docs/protocol.md §6)."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
 import pickle
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,6 +16,7 @@ from sklearn.linear_model import LogisticRegression
 from transformers import PreTrainedTokenizerBase
 
 from bench.config import EvalConfig
+from bench.files import stable_key, write_atomically
 from bench.quality.datasets import EvalSet
 
 log = logging.getLogger(__name__)
@@ -71,15 +68,11 @@ def task_quality(data: EvalSet, test: np.ndarray, test_pairs: np.ndarray | None,
     return "accuracy", float((predictions == data.test_labels).mean())
 
 
-def _cache_key(parts: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
-
-
 def reference(cfg: EvalConfig, data: EvalSet, identity: dict[str, Any], tokenizer: PreTrainedTokenizerBase,
               seq_len: int, load_fp32_forward: Callable[[], Forward]) -> Reference:
     """The fp32 reference from the cache, or computed once (and cached) with the fp32 model."""
     eval_identity = {k: v for k, v in asdict(cfg).items() if k not in ("gate", "cache_dir", "max_test_samples")}
-    key = _cache_key({**identity, "eval": eval_identity, "seq_len": seq_len, "test_size": len(data.test_texts)})
+    key = stable_key({**identity, "eval": eval_identity, "seq_len": seq_len, "test_size": len(data.test_texts)})
     path = Path(cfg.cache_dir).expanduser() / "reference" / f"{key}.pkl"
     if path.is_file():
         with path.open("rb") as f:
@@ -94,11 +87,7 @@ def reference(cfg: EvalConfig, data: EvalSet, identity: dict[str, Any], tokenize
         probe = LogisticRegression(max_iter=2000).fit(train, data.train_labels)
     _, quality = task_quality(data, test, pairs, probe, is_logits, cfg.kind)
     ref = Reference(test, pairs, probe, quality, is_logits)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        pickle.dump(ref, f)
-    os.replace(tmp, path)
+    write_atomically(path, lambda tmp: tmp.write_bytes(pickle.dumps(ref)))
     return ref
 
 
@@ -129,3 +118,11 @@ def evaluate(cfg: EvalConfig, data: EvalSet, forward: Forward, tokenizer: PreTra
         row["fidelity_cosine_mean"] = float(cosine.mean())
         row["fidelity_cosine_min"] = float(cosine.min())
     return row
+
+
+def score(job: Any) -> dict[str, Any]:
+    """bench.quality's entry: the fp32 reference (cached), then the variant at the run's batch size."""
+    identity = {**job.identity, "device": job.device.split(":")[0]}
+    ref = reference(job.eval, job.data, identity, job.tokenizer, job.seq_len,
+                    lambda: (job.reference() or job.backend).forward)
+    return evaluate(job.eval, job.data, job.backend.forward, job.tokenizer, job.batch_size, job.seq_len, ref)

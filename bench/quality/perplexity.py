@@ -96,3 +96,11 @@ def evaluate_perplexity(cfg: EvalConfig, ids: torch.Tensor, variant: Logits, ref
         "eval_max_tokens": cfg.max_tokens,
         "eval_seconds": time.perf_counter() - t0,
     }
+
+
+def score(job: Any) -> dict[str, Any]:
+    """bench.quality's entry: the variant and the fp32 reference over the same windows of the eval text."""
+    ids = text_ids(job.tokenizer, job.data.test_texts[0], job.eval.max_tokens)
+    ref = job.reference()
+    fp32_logits = lm_logits(ref.model, job.device) if ref is not None else None
+    return evaluate_perplexity(job.eval, ids, lm_logits(job.backend.model, job.device), fp32_logits, job.batch_size)

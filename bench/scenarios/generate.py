@@ -1,4 +1,4 @@
-"""Decoder requests (METHODOLOGY §3): prompts, the prefill and decode calls the windows repeat, and the columns.
+"""Generation (docs/protocol.md §4): a decoder serving requests, prefill and decode in their own windows.
 
 A request is `prompt_len` tokens in and exactly `new_tokens` tokens out, greedy, never stopping early
 (min_new_tokens = max_new_tokens): the prefill forward over the prompt fills the KV cache and yields the first
@@ -9,6 +9,7 @@ limits (compute vs memory bandwidth), so each is measured in its own windows rat
 from __future__ import annotations
 
 import inspect
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -16,10 +17,80 @@ import torch
 from transformers import DynamicCache, PretrainedConfig, PreTrainedModel
 
 from bench import models
-from bench.config import BenchConfig, ConfigError, ProfileConfig
+from bench.config import PROMPT_SOURCES, BenchConfig, ConfigError, ProfileConfig, choice
+from bench.inputs import synthetic_batch
 from bench.measure import Measurement, combine, measure, median_ci_cv, summarise
 from bench.meters import EnergyMeter
-from bench.workloads.classify import synthetic_batch
+from bench.quality.perplexity import text_ids
+from bench.scenarios import EnergyAxis, RunContext
+
+EVAL_KINDS = ("perplexity", "none")
+AXIS = EnergyAxis("energy_j_per_output_token", "output token", "energy_j_per_request")
+CAUSAL_LM = True
+# The two phases, joules per output token (decode) with its interval, and per request; `<col>_vs_fp32` is the
+# row's value over the fp32 row of the same configuration in the table.
+SUMMARY_COLUMNS = {
+    "model": "model",
+    "quant": "quant",
+    "batch_size": "batch",
+    "device": "device",
+    "status": "status",
+    "ttft_ms_p50": "TTFT ms",
+    "ttft_ms_p50_vs_fp32": "TTFT/fp32",
+    "itl_ms_p50": "ITL ms",
+    "itl_ms_p50_vs_fp32": "ITL/fp32",
+    "decode_tokens_s": "decode tok/s",
+    "energy_j_per_input_token": "J/in tok",
+    "energy_j_per_output_token": "J/out tok",
+    "energy_j_per_output_token_ci_low": "ci low",
+    "energy_j_per_output_token_ci_high": "ci high",
+    "energy_j_per_request": "J/request",
+    "energy_source": "source",
+    "quality": "quality",
+    "quality_ratio": "vs fp32",
+}
+
+
+def validate(cfg: BenchConfig) -> None:
+    s, e = cfg.scenario, cfg.eval
+    choice("scenario.prompt_source", s.prompt_source, PROMPT_SOURCES)
+    # The decode loop drives a PyTorch KV cache step by step; pruning layouts are encoder layouts.
+    if cfg.backend != "pytorch" or cfg.prune.name != "none":
+        raise ConfigError(f"scenario=generate runs with backend=pytorch and prune=none; got backend={cfg.backend!r}, "
+                          f"prune={cfg.prune.name!r}")
+    if s.prompt_len < 1 or s.new_tokens < 2:
+        raise ConfigError(f"scenario.prompt_len={s.prompt_len} and scenario.new_tokens={s.new_tokens} are not valid; "
+                          "need prompt_len >= 1 and new_tokens >= 2 (the first token comes from the prefill)")
+    if s.prompt_source == "text" and (cfg.model.weights == "random" or e.kind == "none"):
+        raise ConfigError("scenario.prompt_source=text needs a tokenizer and a text (model.weights=pretrained and "
+                          "eval=perplexity with eval.path); choose scenario.prompt_source=random or auto")
+
+
+def shape(cfg: BenchConfig) -> dict[str, int]:
+    """seq_len is the longest sequence the model sees."""
+    s = cfg.scenario
+    return {"prompt_len": s.prompt_len, "new_tokens": s.new_tokens, "seq_len": s.prompt_len + s.new_tokens}
+
+
+def run(model: PreTrainedModel, ctx: RunContext) -> tuple[dict[str, Any], Measurement, Any]:
+    cfg, s = ctx.cfg, ctx.cfg.scenario
+    t0 = time.perf_counter()
+    backend, row = ctx.build(model, {})
+    text = text_ids(ctx.tokenizer, ctx.eval_set.test_texts[0]) if ctx.eval_set else None
+    chosen = prompts(ctx.model_config, cfg.batch_size, s.prompt_len, cfg.seed,
+                     text if s.prompt_source != "random" else None)
+    generation = Generation(backend.model, ctx.device, chosen.ids)
+    row.update(prompt_source=chosen.source, prepare_seconds=time.perf_counter() - t0)
+    phases = measure_phases(generation, s.new_tokens, backend.sync, ctx.meter, cfg.profile, ctx.min_window_s)
+    row.update(columns(*phases, cfg.batch_size, s.prompt_len, s.new_tokens, cfg.profile, cfg.seed))
+    return row, combine(*phases), backend
+
+
+def progress(row: dict[str, Any]) -> str:
+    return (f"TTFT p50 {row['ttft_ms_p50']:.2f} ms, ITL p50 {row['itl_ms_p50']:.2f} ms, "
+            f"{row['decode_tokens_s']:.1f} decode tokens/s, {row['energy_j_per_output_token']:.4g} J/output token "
+            f"[{row['energy_j_per_output_token_ci_low']:.4g}, {row['energy_j_per_output_token_ci_high']:.4g}], "
+            f"{row['energy_j_per_request']:.4g} J/request")
 
 
 def check_model(cfg: BenchConfig) -> tuple[PretrainedConfig, str, str]:

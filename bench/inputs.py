@@ -1,4 +1,4 @@
-"""Encoder inputs (classification and embedding models)."""
+"""Model inputs: seeded synthetic batches (no tokenizer needed) and calibration batches from real texts."""
 
 from __future__ import annotations
 

@@ -1,0 +1,249 @@
+"""The result row, declared: every column once (name, type, unit, meaning, scenario), and the configuration key.
+
+Producers write only declared columns (`results.write_row` refuses any other), the column reference in
+docs/columns.md is generated from this table (`python -m bench.row > docs/columns.md`), and the analysis
+relies on nothing else. Pure data and pandas-free functions: the analysis imports it without the measuring code.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+SCHEMA_VERSION = 2
+ALL = "all"  # a column of every scenario
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str  # str | int | float | bool | list[float] | list[int] | list[str] | json
+    unit: str  # "" where the value has none
+    meaning: str
+    scenario: str = ALL
+
+
+def _c(name: str, type_: str, unit: str, meaning: str, scenario: str = ALL) -> Column:
+    return Column(name, type_, unit, meaning, scenario)
+
+
+def _per_window(name: str, unit: str, meaning: str, scenario: str = ALL) -> list[Column]:
+    """A figure with its interval bounds (docs/protocol.md §3)."""
+    return [_c(name, "float", unit, meaning, scenario),
+            _c(f"{name}_ci_low", "float", unit, f"lower end of the interval of {name}", scenario),
+            _c(f"{name}_ci_high", "float", unit, f"upper end of the interval of {name}", scenario)]
+
+
+GROUPS: dict[str, list[Column]] = {
+    "identity": [
+        _c("schema_version", "int", "", "version of this table the row was written with (load() migrates older rows)"),
+        _c("run_id", "str", "", "unique id of the run"),
+        _c("sweep_id", "str", "", "the sweep (or single run) the row belongs to"),
+        _c("config_key", "str", "", "the configuration key: same key, same configuration on the same machine"),
+        _c("status", "str", "", "ok | invalid (kept, see invalid_reasons) | failed (see error_*)"),
+        _c("timestamp", "str", "", "UTC time the run started (ISO 8601)"),
+        _c("row_file", "str", "", "where load() read the row from (added on load, never written)"),
+    ],
+    "configuration": [
+        _c("model", "str", "", "model preset name (model.name)"),
+        _c("model_family", "str", "", "family whose front the model joins (distilled students share the teacher's)"),
+        _c("model_name_or_path", "str", "", "hub id, or the local directory the weights were read from"),
+        _c("model_revision", "str", "", "hub revision, `local`, the registry package and version, or the random config"),
+        _c("weights", "str", "", "pretrained | random (architecture only: energy, no quality)"),
+        _c("quant", "str", "", "precision or quantization (bench/quants.py)"),
+        _c("prune", "str", "", "pruning method, none when unpruned"),
+        _c("prune_amount", "float", "fraction", "fraction pruned (0 for none, 0.5 for 2:4)"),
+        _c("backend", "str", "", "pytorch | onnxruntime"),
+        _c("device", "str", "", "torch device the run used (cpu, cuda:0)"),
+        _c("batch_size", "int", "sequences", "sequences per call"),
+        _c("seq_len", "int", "tokens", "sequence length (generate: prompt_len + new_tokens)"),
+        _c("threads", "int", "", "torch intra-op threads"),
+        _c("scenario", "str", "", "classify | generate (bench/scenarios/)"),
+        _c("profile", "str", "", "measurement profile (standard | quick)"),
+        _c("config", "json", "", "the whole configuration as composed"),
+        _c("energy_axis", "str", "", "the column this row is judged by on fronts and in recommendations"),
+        _c("energy_unit", "str", "", "what energy_axis is per (inference, output token)"),
+        _c("energy_request_axis", "str", "", "the column holding one request's joules (costs and carbon)"),
+    ],
+    "machine and software": [
+        _c("device_name", "str", "", "GPU name, else CPU model: the machine identity in the configuration key"),
+        _c("hostname", "str", "", "host the run ran on"),
+        _c("cpu_model", "str", "", "CPU model name from /proc/cpuinfo"),
+        _c("cpu_cores", "int", "", "logical CPUs of the machine"),
+        _c("python_version", "str", "", "Python version"),
+        _c("torch_version", "str", "", "torch version"),
+        _c("transformers_version", "str", "", "transformers version"),
+        _c("bench_version", "str", "", "this package's version"),
+        _c("git_commit", "str", "", "the project's commit (-dirty with uncommitted changes)"),
+        _c("gpu_name", "str", "", "NVML device name (CUDA runs)"),
+        _c("gpu_driver", "str", "", "NVIDIA driver version"),
+        _c("gpu_power_limit_w", "float", "W", "enforced power limit"),
+        *[_c(f"gpu_{what}_{when}", "float", unit, f"{meaning} at the {when} of the run")
+          for when in ("start", "end")
+          for what, unit, meaning in (("sm_clock_mhz", "MHz", "SM clock"), ("mem_clock_mhz", "MHz", "memory clock"),
+                                      ("temperature_c", "°C", "GPU temperature"),
+                                      ("other_processes", "", "other compute processes on the GPU"))],
+    ],
+    "energy source": [
+        _c("energy_source", "str", "", "rapl | nvml_counter | nvml_power | pyrapl | estimate (docs/protocol.md §1)"),
+        _c("energy_measured", "bool", "", "false for the estimate: a power model, never a measurement"),
+        _c("energy_params", "json", "", "parameters of the source (the estimate's model, RAPL zones, NVML index)"),
+    ],
+    "protocol": [
+        _c("load_seconds", "float", "s", "loading the fp32 model"),
+        _c("prepare_seconds", "float", "s", "making the variant, exporting, building the session, preparing inputs"),
+        _c("windows", "int", "", "measurement windows"),
+        _c("calls", "int", "", "calls over all windows"),
+        _c("measured_seconds", "float", "s", "time inside the windows"),
+        _c("window_calls", "list[int]", "calls", "calls per window (generate: decode windows)"),
+        _c("window_seconds", "list[float]", "s", "duration of each window (generate: decode windows)"),
+        _c("window_j_per_inference", "list[float]", "J", "net joules per inference of each window (raw samples)"),
+        _c("latency_ms_samples", "list[float]", "ms", "every call's latency (generate: every decode step)"),
+        _c("idle_power_w", "float", "W", "power with the model loaded and idle, measured before the windows"),
+        _c("avg_power_w", "float", "W", "gross average power over the windows"),
+        _c("energy_gross_j", "float", "J", "energy read over all windows"),
+        _c("energy_net_j", "float", "J", "gross minus idle power x window time"),
+        _c("energy_cv", "float", "", "coefficient of variation of the per-window figure"),
+    ],
+    "speed and energy": [
+        _c("latency_ms_p50", "float", "ms", "median latency of a call (generate: of a decode step)"),
+        _c("latency_ms_p90", "float", "ms", "90th percentile latency"),
+        _c("latency_ms_p99", "float", "ms", "99th percentile latency"),
+        _c("throughput_samples_s", "float", "1/s", "sequences (generate: requests) per second"),
+        _c("throughput_tokens_s", "float", "1/s", "input tokens (generate: generated tokens) per second"),
+        *_per_window("energy_j_per_inference", "J", "median over windows of net joules per sequence "
+                     "(generate: per request)"),
+        _c("energy_j_per_token", "float", "J", "net joules per input token (generate: per generated token, "
+           "prefill included)"),
+        _c("energy_j_per_gflop", "float", "J", "joules per inference / GFLOPs per inference", "classify"),
+    ],
+    "generation": [
+        _c("prompt_len", "int", "tokens", "tokens per prompt", "generate"),
+        _c("new_tokens", "int", "tokens", "tokens generated per request, exactly", "generate"),
+        _c("prompt_source", "str", "", "text (slices of the eval text) | random (seeded ids)", "generate"),
+        *[_c(f"{phase}_ms_{p}", "float", "ms", f"{meaning}, {p}", "generate")
+          for phase, meaning in (("ttft", "time to first token (a prefill call)"),
+                                 ("itl", "inter-token latency (a decode step)"))
+          for p in ("p50", "p90", "p99")],
+        _c("ttft_ms_samples", "list[float]", "ms", "every prefill call's latency", "generate"),
+        _c("request_latency_ms", "float", "ms", "mean TTFT + (new_tokens - 1) x mean ITL", "generate"),
+        _c("prefill_tokens_s", "float", "1/s", "prompt tokens per second in prefill", "generate"),
+        _c("decode_tokens_s", "float", "1/s", "generated tokens per second in decode", "generate"),
+        *_per_window("energy_j_per_input_token", "J", "prefill: median of net joules per prompt token", "generate"),
+        *_per_window("energy_j_per_output_token", "J", "decode: median of net joules per generated token",
+                     "generate"),
+        *_per_window("energy_j_per_request", "J", "prefill per prompt + (new_tokens - 1) x decode per token, "
+                     "window pair by window pair", "generate"),
+        _c("prefill_energy_cv", "float", "", "CV of the prefill windows", "generate"),
+        _c("decode_energy_cv", "float", "", "CV of the decode windows", "generate"),
+        _c("prefill_window_calls", "list[int]", "calls", "calls per prefill window", "generate"),
+        _c("prefill_window_seconds", "list[float]", "s", "duration of each prefill window", "generate"),
+        _c("prefill_window_j_per_sequence", "list[float]", "J", "net joules per prompt of each prefill window",
+           "generate"),
+        _c("decode_window_j_per_token", "list[float]", "J", "net joules per generated token of each decode window",
+           "generate"),
+    ],
+    "variant": [
+        _c("quantized_layers", "int", "", "layers (weight matrices for ONNX) the quantizer converted"),
+        _c("prune_removed", "int", "", "heads, neurons or 2:4 groups removed"),
+        _c("params_total", "int", "", "parameters of the (pruned) model"),
+        _c("params_nonzero", "int", "", "nonzero parameters"),
+        _c("linear_sparsity", "float", "fraction", "share of zeros among Linear weights"),
+        _c("model_bytes", "int", "B", "the variant's weights in their stored format"),
+        _c("flops_per_inference", "float", "FLOP", "FLOPs of one forward / sequences in it", "classify"),
+        _c("flops_method", "str", "", "how flops_per_inference was obtained", "classify"),
+        _c("onnx_exporter", "str", "", "exporter and its version"),
+        _c("onnx_opset", "int", "", "ONNX opset of the export"),
+        _c("onnxruntime_version", "str", "", "ONNX Runtime version"),
+        _c("onnx_model_path", "str", "", "the cached model file the session ran"),
+        _c("onnx_providers", "list[str]", "", "execution providers of the session, as it reports them"),
+        _c("calibration_method", "str", "", "static quantization's calibration method"),
+        _c("calibration_data", "str", "", "where the calibration inputs came from"),
+        _c("calibration_samples", "int", "sequences", "calibration sequences"),
+    ],
+    "quality": [
+        _c("eval", "str", "", "eval set name, none when not scored"),
+        _c("quality_metric", "str", "", "accuracy | spearman | perplexity | none"),
+        _c("quality", "float", "", "the variant's score on the eval's test split"),
+        _c("quality_ref", "float", "", "the fp32 reference's score on the same items"),
+        _c("quality_ratio", "float", "", "quality / reference (reference / quality for perplexity): >= gate passes"),
+        _c("quality_gate", "float", "", "eval.gate, the ratio a variant must reach"),
+        _c("passes_quality_gate", "bool", "", "quality_ratio >= quality_gate"),
+        _c("fidelity_cosine_mean", "float", "", "mean cosine similarity to the reference's embeddings"),
+        _c("fidelity_cosine_min", "float", "", "smallest cosine similarity to the reference's embeddings"),
+        _c("fidelity_top1_agreement", "float", "fraction", "share of items (tokens) where the top class matches"),
+        _c("fidelity_kl_mean", "float", "nats", "mean KL(fp32 || variant) per scored token", "generate"),
+        _c("eval_samples", "int", "", "test items (perplexity: windows) scored"),
+        _c("eval_seconds", "float", "s", "time the quality evaluation took"),
+        _c("eval_tokens", "int", "tokens", "tokens scored for perplexity", "generate"),
+        _c("eval_context", "int", "tokens", "perplexity window length", "generate"),
+        _c("eval_stride", "int", "tokens", "perplexity window stride", "generate"),
+        _c("eval_max_tokens", "int", "tokens", "perplexity text cut", "generate"),
+    ],
+    "validity": [
+        _c("invalid_reasons", "str", "", "why the row is invalid; empty when it is not (docs/protocol.md §5)"),
+        _c("windows_nonpositive", "int", "", "windows with zero or negative energy"),
+        _c("windows_power_out_of_bounds", "int", "", "windows with average power outside [0.1 x idle, 1.2 x rated]"),
+        _c("rated_power_w", "float", "W", "the ceiling power is checked against (RAPL limit, GPU limit, estimate P_max)"),
+        _c("energy_cv_high", "bool", "", "energy_cv above profile.max_cv (flag only)"),
+        _c("cpu_other_cores", "float", "cores", "other processes' CPU use during the windows"),
+        _c("cpu_contended", "bool", "", "cpu_other_cores above profile.max_other_cpu_cores (flag only)"),
+    ],
+    "failure": [
+        _c("error_type", "str", "", "exception class of a failed run"),
+        _c("error_message", "str", "", "its message"),
+        _c("error_traceback", "str", "", "its traceback"),
+    ],
+}
+COLUMNS: dict[str, Column] = {c.name: c for group in GROUPS.values() for c in group}
+
+# What makes two rows "the same configuration" (docs/protocol.md §8): the model and its variant, the
+# scenario's shape, and the machine. Used by resume, the gate, recommend, the summary and the fronts.
+KEY_COLUMNS = ("model", "model_revision", "weights", "quant", "prune", "prune_amount", "backend", "scenario",
+               "prompt_len", "new_tokens", "batch_size", "seq_len", "threads", "device_type", "device_name", "eval")
+
+
+def _plain(value: Any) -> Any:
+    """A cell as JSON-stable Python: NaN and None alike, numpy scalars as numbers, 8.0 as 8."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def key_values(row: Mapping[str, Any], without: tuple[str, ...] = ()) -> tuple[Any, ...]:
+    """The key's values of a row (a dict or a pandas Series), missing columns as None."""
+    device = row.get("device")
+    values = {**row, "device_type": str(device).split(":")[0] if isinstance(device, str) else None}
+    return tuple(_plain(values.get(c)) for c in KEY_COLUMNS if c not in without)
+
+
+def config_key(row: Mapping[str, Any], without: tuple[str, ...] = ()) -> str:
+    """The configuration key as one string; `without` drops columns (e.g. quant: "the same but for quant")."""
+    from bench.files import stable_key
+
+    return stable_key({"key": key_values(row, without)})
+
+
+def undeclared(row: Mapping[str, Any]) -> list[str]:
+    """Columns of `row` that are not declared here."""
+    return sorted(set(row) - set(COLUMNS))
+
+
+def reference_markdown() -> str:
+    lines = ["# Row columns", "",
+             f"Generated from `bench/row.py` (schema version {SCHEMA_VERSION}) by `python -m bench.row`; a test "
+             "keeps it current. Scenario `all`: every row has the column (failed rows only the configuration).", ""]
+    for group, columns in GROUPS.items():
+        lines += [f"## {group.capitalize()}", "", "| column | type | unit | scenario | meaning |", "| --- | --- | --- | --- | --- |"]
+        lines += [f"| `{c.name}` | {c.type} | {c.unit} | {c.scenario} | {c.meaning} |" for c in columns]
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(reference_markdown(), end="")

@@ -1,0 +1,71 @@
+"""An encoder forward over a batch of full-length sequences (classification, embeddings).
+
+A call is one batch of `batch_size` sequences of `seq_len` seeded random token ids: dense encoder cost depends
+on the shape, not on which ids fill it. Energy is attributed per sequence (an inference) and per input token.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from bench import footprint, models
+from bench.measure import Measurement, measure, summarise
+from bench.inputs import synthetic_batch
+from bench.scenarios import EnergyAxis, RunContext
+
+EVAL_KINDS = ("classification", "sts", "none")
+AXIS = EnergyAxis("energy_j_per_inference", "inference", "energy_j_per_inference")
+CAUSAL_LM = False
+SUMMARY_COLUMNS = {
+    "model": "model",
+    "quant": "quant",
+    "backend": "backend",
+    "prune": "prune",
+    "batch_size": "batch",
+    "device": "device",
+    "status": "status",
+    "latency_ms_p50": "p50 ms",
+    "throughput_samples_s": "samples/s",
+    "energy_j_per_inference": "J/inf",
+    "energy_j_per_inference_ci_low": "ci low",
+    "energy_j_per_inference_ci_high": "ci high",
+    "energy_j_per_token": "J/token",
+    "energy_source": "source",
+    "quality": "quality",
+    "quality_ratio": "vs fp32",
+}
+
+
+def validate(cfg: Any) -> None:
+    """Everything classify needs is checked by the config's own checks."""
+
+
+def check_model(cfg: Any) -> tuple[Any, str, str]:
+    return models.load_config(cfg.model, cfg.seq_len)
+
+
+def shape(cfg: Any) -> dict[str, int]:
+    return {"seq_len": cfg.seq_len}
+
+
+def run(model: Any, ctx: RunContext) -> tuple[dict[str, Any], Measurement, Any]:
+    cfg = ctx.cfg
+    t0 = time.perf_counter()
+    batch = synthetic_batch(ctx.model_config, cfg.batch_size, cfg.seq_len, cfg.seed)
+    on_model = {k: v.to(next(model.parameters()).device) for k, v in batch.inputs.items()}
+    row = footprint.flops_per_inference(model, on_model, batch.samples)
+    backend, built = ctx.build(model, batch.inputs)
+    row.update(built)
+    call = backend.prepare(batch.inputs)
+    row["prepare_seconds"] = time.perf_counter() - t0
+    m = measure(call, backend.sync, ctx.meter, cfg.profile, ctx.min_window_s)
+    row.update(summarise(m, batch.samples, batch.tokens, cfg.profile, cfg.seed))
+    row["energy_j_per_gflop"] = row["energy_j_per_inference"] / (row["flops_per_inference"] / 1e9)
+    return row, m, backend
+
+
+def progress(row: dict[str, Any]) -> str:
+    return (f"p50 {row['latency_ms_p50']:.2f} ms, {row['throughput_samples_s']:.1f} samples/s, "
+            f"{row['energy_j_per_inference']:.4g} J/inference "
+            f"[{row['energy_j_per_inference_ci_low']:.4g}, {row['energy_j_per_inference_ci_high']:.4g}]")
