@@ -1,14 +1,16 @@
 """The result row, declared: every column once (name, type, unit, meaning, scenario), and the configuration key.
 
-Producers write only declared columns (`results.write_row` refuses any other), the column reference in
-docs/columns.md is generated from this table (`python -m bench.row > docs/columns.md`), and the analysis
-relies on nothing else. Pure data and pandas-free functions: the analysis imports it without the measuring code.
+The columns every scenario shares are declared here; a scenario's own columns are declared in its module
+(`COLUMNS`), so a new scenario is one module. Producers write only declared columns (`results.write_row`
+refuses any other), the column reference docs/columns.md is generated from both (`python -m bench.row >
+docs/columns.md`, kept current by a test), and the analysis relies on nothing else. This module is pure data
+and imports nothing heavy, so the analysis reads it without the measuring code.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
 SCHEMA_VERSION = 2
@@ -24,15 +26,14 @@ class Column:
     scenario: str = ALL
 
 
-def _c(name: str, type_: str, unit: str, meaning: str, scenario: str = ALL) -> Column:
-    return Column(name, type_, unit, meaning, scenario)
+_c = Column
 
 
-def _per_window(name: str, unit: str, meaning: str, scenario: str = ALL) -> list[Column]:
+def with_interval(name: str, unit: str, meaning: str, scenario: str = ALL) -> list[Column]:
     """A figure with its interval bounds (docs/protocol.md §3)."""
-    return [_c(name, "float", unit, meaning, scenario),
-            _c(f"{name}_ci_low", "float", unit, f"lower end of the interval of {name}", scenario),
-            _c(f"{name}_ci_high", "float", unit, f"upper end of the interval of {name}", scenario)]
+    return [Column(name, "float", unit, meaning, scenario),
+            Column(f"{name}_ci_low", "float", unit, f"lower end of the interval of {name}", scenario),
+            Column(f"{name}_ci_high", "float", unit, f"upper end of the interval of {name}", scenario)]
 
 
 GROUPS: dict[str, list[Column]] = {
@@ -112,37 +113,10 @@ GROUPS: dict[str, list[Column]] = {
         _c("latency_ms_p99", "float", "ms", "99th percentile latency"),
         _c("throughput_samples_s", "float", "1/s", "sequences (generate: requests) per second"),
         _c("throughput_tokens_s", "float", "1/s", "input tokens (generate: generated tokens) per second"),
-        *_per_window("energy_j_per_inference", "J", "median over windows of net joules per sequence "
+        *with_interval("energy_j_per_inference", "J", "median over windows of net joules per sequence "
                      "(generate: per request)"),
         _c("energy_j_per_token", "float", "J", "net joules per input token (generate: per generated token, "
            "prefill included)"),
-        _c("energy_j_per_gflop", "float", "J", "joules per inference / GFLOPs per inference", "classify"),
-    ],
-    "generation": [
-        _c("prompt_len", "int", "tokens", "tokens per prompt", "generate"),
-        _c("new_tokens", "int", "tokens", "tokens generated per request, exactly", "generate"),
-        _c("prompt_source", "str", "", "text (slices of the eval text) | random (seeded ids)", "generate"),
-        *[_c(f"{phase}_ms_{p}", "float", "ms", f"{meaning}, {p}", "generate")
-          for phase, meaning in (("ttft", "time to first token (a prefill call)"),
-                                 ("itl", "inter-token latency (a decode step)"))
-          for p in ("p50", "p90", "p99")],
-        _c("ttft_ms_samples", "list[float]", "ms", "every prefill call's latency", "generate"),
-        _c("request_latency_ms", "float", "ms", "mean TTFT + (new_tokens - 1) x mean ITL", "generate"),
-        _c("prefill_tokens_s", "float", "1/s", "prompt tokens per second in prefill", "generate"),
-        _c("decode_tokens_s", "float", "1/s", "generated tokens per second in decode", "generate"),
-        *_per_window("energy_j_per_input_token", "J", "prefill: median of net joules per prompt token", "generate"),
-        *_per_window("energy_j_per_output_token", "J", "decode: median of net joules per generated token",
-                     "generate"),
-        *_per_window("energy_j_per_request", "J", "prefill per prompt + (new_tokens - 1) x decode per token, "
-                     "window pair by window pair", "generate"),
-        _c("prefill_energy_cv", "float", "", "CV of the prefill windows", "generate"),
-        _c("decode_energy_cv", "float", "", "CV of the decode windows", "generate"),
-        _c("prefill_window_calls", "list[int]", "calls", "calls per prefill window", "generate"),
-        _c("prefill_window_seconds", "list[float]", "s", "duration of each prefill window", "generate"),
-        _c("prefill_window_j_per_sequence", "list[float]", "J", "net joules per prompt of each prefill window",
-           "generate"),
-        _c("decode_window_j_per_token", "list[float]", "J", "net joules per generated token of each decode window",
-           "generate"),
     ],
     "variant": [
         _c("quantized_layers", "int", "", "layers (weight matrices for ONNX) the quantizer converted"),
@@ -151,8 +125,6 @@ GROUPS: dict[str, list[Column]] = {
         _c("params_nonzero", "int", "", "nonzero parameters"),
         _c("linear_sparsity", "float", "fraction", "share of zeros among Linear weights"),
         _c("model_bytes", "int", "B", "the variant's weights in their stored format"),
-        _c("flops_per_inference", "float", "FLOP", "FLOPs of one forward / sequences in it", "classify"),
-        _c("flops_method", "str", "", "how flops_per_inference was obtained", "classify"),
         _c("onnx_exporter", "str", "", "exporter and its version"),
         _c("onnx_opset", "int", "", "ONNX opset of the export"),
         _c("onnxruntime_version", "str", "", "ONNX Runtime version"),
@@ -173,13 +145,13 @@ GROUPS: dict[str, list[Column]] = {
         _c("fidelity_cosine_mean", "float", "", "mean cosine similarity to the reference's embeddings"),
         _c("fidelity_cosine_min", "float", "", "smallest cosine similarity to the reference's embeddings"),
         _c("fidelity_top1_agreement", "float", "fraction", "share of items (tokens) where the top class matches"),
-        _c("fidelity_kl_mean", "float", "nats", "mean KL(fp32 || variant) per scored token", "generate"),
+        _c("fidelity_kl_mean", "float", "nats", "mean KL(fp32 || variant) per scored token (perplexity)"),
         _c("eval_samples", "int", "", "test items (perplexity: windows) scored"),
         _c("eval_seconds", "float", "s", "time the quality evaluation took"),
-        _c("eval_tokens", "int", "tokens", "tokens scored for perplexity", "generate"),
-        _c("eval_context", "int", "tokens", "perplexity window length", "generate"),
-        _c("eval_stride", "int", "tokens", "perplexity window stride", "generate"),
-        _c("eval_max_tokens", "int", "tokens", "perplexity text cut", "generate"),
+        _c("eval_tokens", "int", "tokens", "tokens scored for perplexity"),
+        _c("eval_context", "int", "tokens", "perplexity window length"),
+        _c("eval_stride", "int", "tokens", "perplexity window stride"),
+        _c("eval_max_tokens", "int", "tokens", "perplexity text cut"),
     ],
     "validity": [
         _c("invalid_reasons", "str", "", "why the row is invalid; empty when it is not (docs/protocol.md §5)"),
@@ -197,6 +169,14 @@ GROUPS: dict[str, list[Column]] = {
     ],
 }
 COLUMNS: dict[str, Column] = {c.name: c for group in GROUPS.values() for c in group}
+
+
+def declared() -> dict[str, Column]:
+    """Every column: the shared ones above and those each scenario module declares as its COLUMNS."""
+    from bench import scenarios
+
+    own = {c.name: replace(c, scenario=name) for name in scenarios.names() for c in scenarios.get(name).COLUMNS}
+    return {**COLUMNS, **own}
 
 # What makes two rows "the same configuration" (docs/protocol.md §8): the model and its variant, the
 # scenario's shape, and the machine. Used by resume, the gate, recommend, the summary and the fronts.
@@ -230,17 +210,24 @@ def config_key(row: Mapping[str, Any], without: tuple[str, ...] = ()) -> str:
 
 
 def undeclared(row: Mapping[str, Any]) -> list[str]:
-    """Columns of `row` that are not declared here."""
-    return sorted(set(row) - set(COLUMNS))
+    """Columns of `row` that neither this table nor a scenario declares."""
+    return sorted(set(row) - set(declared()))
 
 
 def reference_markdown() -> str:
     lines = ["# Row columns", "",
              f"Generated from `bench/row.py` (schema version {SCHEMA_VERSION}) by `python -m bench.row`; a test "
-             "keeps it current. Scenario `all`: every row has the column (failed rows only the configuration).", ""]
-    for group, columns in GROUPS.items():
+             "keeps it current. Scenario `all`: rows of any scenario may have the column (a failed row has only the "
+             "configuration, machine and failure columns; a column of one backend or meter only where it ran).", ""]
+    from bench import scenarios
+
+    every = declared()
+    groups = {**GROUPS, **{f"scenario={name} (bench/scenarios/{name}.py)":
+                           [every[c.name] for c in scenarios.get(name).COLUMNS] for name in scenarios.names()}}
+    for group, columns in groups.items():
         lines += [f"## {group.capitalize()}", "", "| column | type | unit | scenario | meaning |", "| --- | --- | --- | --- | --- |"]
-        lines += [f"| `{c.name}` | {c.type} | {c.unit} | {c.scenario} | {c.meaning} |" for c in columns]
+        lines += [f"| `{c.name}` | {c.type} | {c.unit} | {c.scenario} | {c.meaning.replace('|', chr(92) + '|')} |"
+                  for c in columns]
         lines.append("")
     return "\n".join(lines)
 

@@ -43,6 +43,7 @@ class Scenario(Protocol):
     EVAL_KINDS: tuple[str, ...]  # the eval kinds that can score it ("none" included)
     AXIS: EnergyAxis
     CAUSAL_LM: bool  # load the model with its language-model head
+    COLUMNS: list[Any]  # bench.row.Column: the row columns only this scenario writes
     SUMMARY_COLUMNS: dict[str, str]  # row column -> heading, for the table a sweep prints
 
     def validate(self, cfg: Any) -> None:

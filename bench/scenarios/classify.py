@@ -12,11 +12,17 @@ from typing import Any
 from bench import footprint, models
 from bench.measure import Measurement, measure, summarise
 from bench.inputs import synthetic_batch
+from bench.row import Column
 from bench.scenarios import EnergyAxis, RunContext
 
 EVAL_KINDS = ("classification", "sts", "none")
 AXIS = EnergyAxis("energy_j_per_inference", "inference", "energy_j_per_inference")
 CAUSAL_LM = False
+COLUMNS = [
+    Column("flops_per_inference", "float", "FLOP", "FLOPs of one forward / sequences in it"),
+    Column("flops_method", "str", "", "how flops_per_inference was obtained"),
+    Column("energy_j_per_gflop", "float", "J", "joules per inference / GFLOPs per inference"),
+]
 SUMMARY_COLUMNS = {
     "model": "model",
     "quant": "quant",

@@ -22,11 +22,35 @@ from bench.inputs import synthetic_batch
 from bench.measure import Measurement, combine, measure, median_ci_cv, summarise
 from bench.meters import EnergyMeter
 from bench.quality.perplexity import text_ids
+from bench.row import Column, with_interval
 from bench.scenarios import EnergyAxis, RunContext
 
 EVAL_KINDS = ("perplexity", "none")
 AXIS = EnergyAxis("energy_j_per_output_token", "output token", "energy_j_per_request")
 CAUSAL_LM = True
+COLUMNS = [
+    Column("prompt_len", "int", "tokens", "tokens per prompt"),
+    Column("new_tokens", "int", "tokens", "tokens generated per request, exactly"),
+    Column("prompt_source", "str", "", "text (slices of the eval text) | random (seeded ids)"),
+    *[Column(f"{phase}_ms_{p}", "float", "ms", f"{meaning}, {p}")
+      for phase, meaning in (("ttft", "time to first token (a prefill call)"),
+                             ("itl", "inter-token latency (a decode step)"))
+      for p in ("p50", "p90", "p99")],
+    Column("ttft_ms_samples", "list[float]", "ms", "every prefill call's latency"),
+    Column("request_latency_ms", "float", "ms", "mean TTFT + (new_tokens - 1) x mean ITL"),
+    Column("prefill_tokens_s", "float", "1/s", "prompt tokens per second in prefill"),
+    Column("decode_tokens_s", "float", "1/s", "generated tokens per second in decode"),
+    *with_interval("energy_j_per_input_token", "J", "prefill: median of net joules per prompt token"),
+    *with_interval("energy_j_per_output_token", "J", "decode: median of net joules per generated token"),
+    *with_interval("energy_j_per_request", "J", "prefill per prompt + (new_tokens - 1) x decode per token, "
+                   "window pair by window pair"),
+    Column("prefill_energy_cv", "float", "", "CV of the prefill windows"),
+    Column("decode_energy_cv", "float", "", "CV of the decode windows"),
+    Column("prefill_window_calls", "list[int]", "calls", "calls per prefill window"),
+    Column("prefill_window_seconds", "list[float]", "s", "duration of each prefill window"),
+    Column("prefill_window_j_per_sequence", "list[float]", "J", "net joules per prompt of each prefill window"),
+    Column("decode_window_j_per_token", "list[float]", "J", "net joules per generated token of each decode window"),
+]
 # The two phases, joules per output token (decode) with its interval, and per request; `<col>_vs_fp32` is the
 # row's value over the fp32 row of the same configuration in the table.
 SUMMARY_COLUMNS = {
