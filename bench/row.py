@@ -181,7 +181,8 @@ def declared() -> dict[str, Column]:
 # What makes two rows "the same configuration" (docs/protocol.md §8): the model and its variant, the
 # scenario's shape, and the machine. Used by resume, the gate, recommend, the summary and the fronts.
 KEY_COLUMNS = ("model", "model_revision", "weights", "quant", "prune", "prune_amount", "backend", "scenario",
-               "prompt_len", "new_tokens", "batch_size", "seq_len", "threads", "device_type", "device_name", "eval")
+               "prompt_len", "new_tokens", "batch_size", "seq_len", "threads", "device_type", "device_name", "eval",
+               "profile")
 
 
 def _plain(value: Any) -> Any:
