@@ -14,6 +14,8 @@ Keys match `device_name` as whole words, the longest key winning (`analysis.devi
 
 from __future__ import annotations
 
+from bench.quants import QUANTS
+
 _H100 = "https://www.nvidia.com/en-us/data-center/h100/ (H100 datasheet, specifications table)"
 _H200 = "https://www.nvidia.com/en-us/data-center/h200/ (H200 datasheet, specifications table)"
 _A100 = ("https://www.nvidia.com/content/dam/en-zz/Solutions/Data-Center/a100/pdf/"
@@ -59,7 +61,7 @@ PEAKS: dict[str, dict] = {
 # (-wo) store int8/int4 weights but dequantize them and multiply at the activation precision, which the row
 # does not record: bf16 is assumed, the usual pairing. Override with `precision_of_quant` in a peaks file.
 PRECISION_OF_QUANT = {
-    "fp32": "fp32", "tf32": "tf32", "bf16": "bf16", "fp16": "fp16", "fp8": "fp8",
-    "int8": "int8", "int8-dynamic": "int8", "int8-static": "int8", "int4": "int4",
-    "int8-wo": "bf16", "int4-wo": "bf16",
+    **{name: q.precision for name, q in QUANTS.items()},
+    # Names a peaks file or an older row may use.
+    "tf32": "tf32", "fp8": "fp8", "int8-dynamic": "int8", "int4": "int4",
 }

@@ -11,17 +11,18 @@ class Quant:
     precision: str
     # The floating-point type of the parts left unquantized, and of the activations (a torch dtype's name).
     float_dtype: str
+    quantized: bool  # False: nothing but a floating-point type for the whole model
     meaning: str
 
 
 QUANTS: dict[str, Quant] = {
-    "fp32": Quant("fp32", "float32", "the reference: every weight and activation in fp32"),
-    "bf16": Quant("bf16", "bfloat16", "every weight and activation in bfloat16"),
-    "fp16": Quant("fp16", "float16", "every weight and activation in float16"),
-    "int8": Quant("int8", "float32", "dynamic int8: int8 weights of every Linear, activations quantized per call"),
-    "int8-static": Quant("int8", "float32", "static int8 (ONNX Runtime QDQ), activation ranges from calibration"),
-    "int8-wo": Quant("bf16", "bfloat16", "torchao weight-only int8, bf16 activations (CUDA kernels)"),
-    "int4-wo": Quant("bf16", "bfloat16", "torchao weight-only int4, bf16 activations (CUDA kernels)"),
+    "fp32": Quant("fp32", "float32", False, "the reference: every weight and activation in fp32"),
+    "bf16": Quant("bf16", "bfloat16", False, "every weight and activation in bfloat16"),
+    "fp16": Quant("fp16", "float16", False, "every weight and activation in float16"),
+    "int8": Quant("int8", "float32", True, "dynamic int8: int8 weights of every Linear, activations quantized per call"),
+    "int8-static": Quant("int8", "float32", True, "static int8 (ONNX Runtime QDQ), activation ranges from calibration"),
+    "int8-wo": Quant("bf16", "bfloat16", True, "torchao weight-only int8, bf16 activations (CUDA kernels)"),
+    "int4-wo": Quant("bf16", "bfloat16", True, "torchao weight-only int4, bf16 activations (CUDA kernels)"),
 }
 
 # Which quant values each backend runs on each device type; everything else is refused up front.

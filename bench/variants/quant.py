@@ -8,16 +8,17 @@ from typing import Any
 
 import torch
 
-from bench.config import ConfigError
+from bench.errors import ConfigError
+from bench.quants import QUANTS, TORCHAO
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-TORCHAO = {"int8-wo": "Int8WeightOnlyConfig", "int4-wo": "Int4WeightOnlyConfig"}
+DTYPES = {name: getattr(torch, q.float_dtype) for name, q in QUANTS.items() if not q.quantized}
+TORCHAO_CONFIGS = {"int8-wo": "Int8WeightOnlyConfig", "int4-wo": "Int4WeightOnlyConfig"}
 INT4_GROUP = 128  # torchao's default group size; Linears whose input width it does not divide stay bf16
 
 
 def dtype_of(quant: str) -> torch.dtype:
     """The floating-point type a variant's unquantized parts (and activations) run in."""
-    return torch.bfloat16 if quant in TORCHAO else DTYPES.get(quant, torch.float32)
+    return getattr(torch, QUANTS[quant].float_dtype)
 
 
 def check_available(quant: str) -> None:
@@ -52,7 +53,7 @@ def _weight_only(model: torch.nn.Module, quant: str, device: str) -> tuple[torch
     fits = (lambda m, _: isinstance(m, linear)) if quant == "int8-wo" else \
         (lambda m, _: isinstance(m, linear) and m.in_features % INT4_GROUP == 0)
     layers = sum(1 for m in model.modules() if fits(m, ""))
-    ao.quantize_(model, getattr(ao, TORCHAO[quant])(), filter_fn=fits)
+    ao.quantize_(model, getattr(ao, TORCHAO_CONFIGS[quant])(), filter_fn=fits)
     return model, {"quantized_layers": layers}
 
 
