@@ -19,7 +19,7 @@ QUANTS: dict[str, Quant] = {
     "fp32": Quant("fp32", "float32", False, "the reference: every weight and activation in fp32"),
     "bf16": Quant("bf16", "bfloat16", False, "every weight and activation in bfloat16"),
     "fp16": Quant("fp16", "float16", False, "every weight and activation in float16"),
-    "int8": Quant("int8", "float32", True, "dynamic int8: int8 weights of every Linear, activations quantized per call"),
+    "int8": Quant("int8", "float32", True, "dynamic int8: int8 Linear weights, activations quantized per call"),
     "int8-static": Quant("int8", "float32", True, "static int8 (ONNX Runtime QDQ), activation ranges from calibration"),
     "int8-wo": Quant("bf16", "bfloat16", True, "torchao weight-only int8, bf16 activations (CUDA kernels)"),
     "int4-wo": Quant("bf16", "bfloat16", True, "torchao weight-only int4, bf16 activations (CUDA kernels)"),

@@ -50,7 +50,7 @@ GROUPS: dict[str, list[Column]] = {
         _c("model", "str", "", "model preset name (model.name)"),
         _c("model_family", "str", "", "family whose front the model joins (distilled students share the teacher's)"),
         _c("model_name_or_path", "str", "", "hub id, or the local directory the weights were read from"),
-        _c("model_revision", "str", "", "hub revision, `local`, the registry package and version, or the random config"),
+        _c("model_revision", "str", "", "hub revision, `local`, the registry package==version, or the random config"),
         _c("weights", "str", "", "pretrained | random (architecture only: energy, no quality)"),
         _c("quant", "str", "", "precision or quantization (bench/quants.py)"),
         _c("prune", "str", "", "pruning method, none when unpruned"),
@@ -157,7 +157,7 @@ GROUPS: dict[str, list[Column]] = {
         _c("invalid_reasons", "str", "", "why the row is invalid; empty when it is not (docs/protocol.md §5)"),
         _c("windows_nonpositive", "int", "", "windows with zero or negative energy"),
         _c("windows_power_out_of_bounds", "int", "", "windows with average power outside [0.1 x idle, 1.2 x rated]"),
-        _c("rated_power_w", "float", "W", "the ceiling power is checked against (RAPL limit, GPU limit, estimate P_max)"),
+        _c("rated_power_w", "float", "W", "ceiling power is checked against (RAPL limit, GPU limit, estimate P_max)"),
         _c("energy_cv_high", "bool", "", "energy_cv above profile.max_cv (flag only)"),
         _c("cpu_other_cores", "float", "cores", "other processes' CPU use during the windows"),
         _c("cpu_contended", "bool", "", "cpu_other_cores above profile.max_other_cpu_cores (flag only)"),
@@ -226,7 +226,8 @@ def reference_markdown() -> str:
     groups = {**GROUPS, **{f"scenario={name} (bench/scenarios/{name}.py)":
                            [every[c.name] for c in scenarios.get(name).COLUMNS] for name in scenarios.names()}}
     for group, columns in groups.items():
-        lines += [f"## {group.capitalize()}", "", "| column | type | unit | scenario | meaning |", "| --- | --- | --- | --- | --- |"]
+        lines += [f"## {group.capitalize()}", "", "| column | type | unit | scenario | meaning |",
+                  "| --- | --- | --- | --- | --- |"]
         lines += [f"| `{c.name}` | {c.type} | {c.unit} | {c.scenario} | {c.meaning.replace('|', chr(92) + '|')} |"
                   for c in columns]
         lines.append("")
