@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-import traceback
-import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -15,19 +13,18 @@ import torch
 from bench import backends, environment, footprint, models, quality, scenarios
 from bench.backends import BuildRequest
 from bench.config import BenchConfig, resolve_device, validate_for_device, validate_values
+from bench.config_row import config_columns, configuration, describe, error_columns
 from bench.device_lock import device_lock
 from bench.inputs import calibration_batches
 from bench.meters import open_meter
 from bench.quality.datasets import EvalSet, load_eval
 from bench.results import successful_rows, write_row
-from bench.row import SCHEMA_VERSION, config_key
+from bench.row import config_key
 from bench.validity import validity
 from bench.variants.prune import apply_prune, check_supported
 from bench.variants.quant import check_available, dtype_of
 
 log = logging.getLogger(__name__)
-# Runs of a sweep share a process: a run without `threads` must not inherit the previous run's setting.
-DEFAULT_THREADS = torch.get_num_threads()
 
 
 @dataclass
@@ -59,35 +56,6 @@ def check(cfg: BenchConfig) -> Checked:
     return Checked(device, scenario, model_config, ref, revision, eval_set, tokenizer)
 
 
-def config_columns(cfg: BenchConfig, sweep_id: str | None, device: str | None = None) -> dict[str, Any]:
-    """What was asked for, on which machine: present in every row, failed ones included."""
-    run_id = uuid.uuid4().hex
-    scenario = scenarios.get(cfg.scenario.name) if cfg.scenario.name in scenarios.names() else None
-    return {"schema_version": SCHEMA_VERSION, "run_id": run_id, "sweep_id": sweep_id or run_id, "status": "ok",
-           "model": cfg.model.name, "model_family": cfg.model.family or cfg.model.name,
-           "model_name_or_path": cfg.model.name_or_path, "weights": cfg.model.weights, "quant": cfg.quant,
-           "prune": cfg.prune.name,
-           "prune_amount": {"none": 0.0, "semi-structured-2of4": 0.5}.get(cfg.prune.name, cfg.prune.amount),
-           "backend": cfg.backend, "device": device or cfg.device, "device_name": environment.device_name(device),
-           "batch_size": cfg.batch_size, "seq_len": cfg.seq_len, "threads": cfg.threads or DEFAULT_THREADS,
-           "scenario": cfg.scenario.name, "profile": cfg.profile.name, "eval": cfg.eval.name, "config": asdict(cfg),
-           **(scenario.shape(cfg) if scenario else {}),
-           **({"energy_axis": scenario.AXIS.column, "energy_unit": scenario.AXIS.unit,
-               "energy_request_axis": scenario.AXIS.request_column} if scenario else {})}
-
-
-def configuration(cfg: BenchConfig, checked: Checked, sweep_id: str | None) -> dict[str, Any]:
-    """The configuration columns of a checked run, its configuration key included."""
-    row = config_columns(cfg, sweep_id, checked.device)
-    row.update(model_name_or_path=checked.model_ref, model_revision=checked.model_revision)
-    return {**row, "config_key": config_key(row)}
-
-
-def error_columns(error: BaseException) -> dict[str, Any]:
-    return {"status": "failed", "error_type": type(error).__name__, "error_message": str(error),
-            "error_traceback": "".join(traceback.format_exception(error))}
-
-
 def record_failure(cfg: BenchConfig, out_dir: str | Path, sweep_id: str | None, error: BaseException
                    ) -> dict[str, Any]:
     """A row for a run that could not start, so a sweep's table shows it."""
@@ -108,7 +76,7 @@ def run(cfg: BenchConfig, out_dir: str | Path, sweep_id: str | None = None) -> d
     row = configuration(cfg, checked, sweep_id)
     if cfg.resume and len(done := successful_rows(cfg.results_dir, {row["config_key"]})):
         where = done["row_file"].iloc[0]
-        log.info("skipping %s: already measured in %s", describe_run(cfg, checked), where)
+        log.info("skipping %s: already measured in %s", describe(cfg, checked), where)
         return {**row, "status": "skipped", "row_file": where}
     torch.set_num_threads(row["threads"])
     with device_lock(checked.device, cfg.lock_dir):
@@ -128,7 +96,7 @@ def measure_run(cfg: BenchConfig, checked: Checked, run_id: str) -> dict[str, An
     meter = open_meter(cfg.meter, device, cores_in_use=threads)
     row: dict[str, Any] = {"energy_source": meter.source, "energy_measured": meter.measured,
                            "energy_params": meter.params(), **environment.capture(), **meter.device_state("start")}
-    log.info("run %s: %s", run_id[:8], describe_run(cfg, checked))
+    log.info("run %s: %s", run_id[:8], describe(cfg, checked))
     identity = {"model": checked.model_ref, "revision": checked.model_revision, "weights": cfg.model.weights,
                 "seed": cfg.seed if cfg.model.weights == "random" else None}
     cache_dir = Path(cfg.eval.cache_dir).expanduser()
@@ -181,11 +149,3 @@ def measure_run(cfg: BenchConfig, checked: Checked, run_id: str) -> dict[str, An
     finally:
         meter.close()
     return row
-
-
-def describe_run(cfg: BenchConfig, checked: Checked) -> str:
-    pruned = f" prune={cfg.prune.name}:{cfg.prune.amount}" if cfg.prune.name != "none" else ""
-    shape = " ".join(f"{k}={v}" for k, v in checked.scenario.shape(cfg).items())
-    return (f"{cfg.model.name} scenario={cfg.scenario.name} quant={cfg.quant}{pruned} batch_size={cfg.batch_size} "
-            f"{shape} device={checked.device} backend={cfg.backend} "
-            f"weights={cfg.model.weights} profile={cfg.profile.name}")

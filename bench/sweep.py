@@ -29,7 +29,8 @@ def job_overrides(config: DictConfig) -> list[list[str]]:
 
 def check_sweep(config: DictConfig) -> list[tuple[BenchConfig, str]]:
     """Composes and checks every job: each configuration with its key; raises ConfigError naming the first bad one."""
-    from bench.run import check, configuration
+    from bench.config_row import configuration
+    from bench.run import check
 
     configs = []
     keys: dict[str, str] = {}

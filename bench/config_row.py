@@ -1,0 +1,55 @@
+"""A run's configuration as row columns: what was asked for, on which machine, and its configuration key."""
+
+from __future__ import annotations
+
+import traceback
+import uuid
+from dataclasses import asdict
+from typing import Any
+
+import torch
+
+from bench import environment, scenarios
+from bench.config import BenchConfig
+from bench.row import SCHEMA_VERSION, config_key
+
+# Runs of a sweep share a process: a run without `threads` must not inherit the previous run's setting.
+DEFAULT_THREADS = torch.get_num_threads()
+
+
+def config_columns(cfg: BenchConfig, sweep_id: str | None, device: str | None = None) -> dict[str, Any]:
+    """What was asked for, on which machine: present in every row, failed ones included."""
+    run_id = uuid.uuid4().hex
+    scenario = scenarios.get(cfg.scenario.name) if cfg.scenario.name in scenarios.names() else None
+    return {"schema_version": SCHEMA_VERSION, "run_id": run_id, "sweep_id": sweep_id or run_id, "status": "ok",
+           "model": cfg.model.name, "model_family": cfg.model.family or cfg.model.name,
+           "model_name_or_path": cfg.model.name_or_path, "weights": cfg.model.weights, "quant": cfg.quant,
+           "prune": cfg.prune.name,
+           "prune_amount": {"none": 0.0, "semi-structured-2of4": 0.5}.get(cfg.prune.name, cfg.prune.amount),
+           "backend": cfg.backend, "device": device or cfg.device, "device_name": environment.device_name(device),
+           "batch_size": cfg.batch_size, "seq_len": cfg.seq_len, "threads": cfg.threads or DEFAULT_THREADS,
+           "scenario": cfg.scenario.name, "profile": cfg.profile.name, "eval": cfg.eval.name, "config": asdict(cfg),
+           **(scenario.shape(cfg) if scenario else {}),
+           **({"energy_axis": scenario.AXIS.column, "energy_unit": scenario.AXIS.unit,
+               "energy_request_axis": scenario.AXIS.request_column} if scenario else {})}
+
+
+def configuration(cfg: BenchConfig, checked: Any, sweep_id: str | None) -> dict[str, Any]:
+    """The configuration columns of a checked run, its configuration key included."""
+    row = config_columns(cfg, sweep_id, checked.device)
+    row.update(model_name_or_path=checked.model_ref, model_revision=checked.model_revision)
+    return {**row, "config_key": config_key(row)}
+
+
+def error_columns(error: BaseException) -> dict[str, Any]:
+    return {"status": "failed", "error_type": type(error).__name__, "error_message": str(error),
+            "error_traceback": "".join(traceback.format_exception(error))}
+
+
+
+def describe(cfg: BenchConfig, checked: Any) -> str:
+    pruned = f" prune={cfg.prune.name}:{cfg.prune.amount}" if cfg.prune.name != "none" else ""
+    shape = " ".join(f"{k}={v}" for k, v in checked.scenario.shape(cfg).items())
+    return (f"{cfg.model.name} scenario={cfg.scenario.name} quant={cfg.quant}{pruned} batch_size={cfg.batch_size} "
+            f"{shape} device={checked.device} backend={cfg.backend} "
+            f"weights={cfg.model.weights} profile={cfg.profile.name}")
