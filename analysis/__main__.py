@@ -34,13 +34,17 @@ def analyse(tree: Path, out: Path, settings: CostSettings | None = None, device_
               ).to_csv(written[1], index=False)
     placed = rows[(rows["status"] == "ok") & rows["quality"].notna()]
     groups = []
-    for (eval_name, unit, device), group in placed.groupby(["eval", "energy_unit", "device_key"], sort=True):
-        # Rows judged per inference keep the short names; any other axis (per output token...) is named.
+    keys = ["eval", "energy_unit", "device_key", "energy_source"]
+    for (eval_name, unit, device, source), group in placed.groupby(keys, sort=True):
+        # Rows judged per inference keep the short names; any other axis (per output token...) is named. Each
+        # energy source gets its own plots: measured and estimated joules are never drawn as one front.
         shown = eval_name if unit == "inference" else f"{eval_name} (per {unit})"
-        name = _slug(eval_name, device) if unit == "inference" else _slug(eval_name, unit, device)
-        images = [plots.quality_energy(group, f"{shown} on {device}", out / f"quality_energy_{name}.png"),
-                  plots.latency_energy(group, f"{shown} on {device}", out / f"latency_energy_{name}.png")]
-        groups.append((f"{shown} on {device}", group, images))
+        name = _slug(eval_name, device, source) if unit == "inference" else _slug(eval_name, unit, device, source)
+        kind = "ESTIMATED energy, a model" if source == "estimate" else f"energy measured by {source}"
+        heading = f"{shown} on {device} ({kind})"
+        images = [plots.quality_energy(group, heading, out / f"quality_energy_{name}.png"),
+                  plots.latency_energy(group, heading, out / f"latency_energy_{name}.png")]
+        groups.append((heading, group, images))
         written += images
     (out / "summary.md").write_text(report.summary_md(groups, excluded))
     (out / "report.html").write_text(report.report_html(groups, excluded, f"Energy and quality: {tree}"))

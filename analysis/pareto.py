@@ -10,7 +10,9 @@ from analysis.devices import device_key
 
 # Metrics where a smaller value is better quality; every other metric is better when larger.
 LOWER_IS_BETTER = {"perplexity"}
-GROUP = ["family", "scenario", "eval", "device_key"]
+# One front per model family, scenario, eval, machine and energy source: an estimate never competes with a
+# measurement, nor RAPL's package joules with NVML's board joules (docs/protocol.md §7).
+GROUP = ["family", "scenario", "eval", "device_key", "energy_source"]
 
 
 def pareto_front(quality: np.ndarray, energy: np.ndarray) -> np.ndarray:
@@ -46,7 +48,7 @@ def quality_ratio(rows: pd.DataFrame) -> pd.Series:
 
 
 def with_fronts(rows: pd.DataFrame) -> tuple[pd.DataFrame, int]:
-    """Every row plus `on_pareto_front` per (model family, scenario, eval, device); returns also how many rows
+    """Every row plus `on_pareto_front` per GROUP (family, scenario, eval, device, source); returns also how many rows
     had no usable quality or energy (failed runs, eval=none, NaN) and so could not be placed."""
     out = with_energy(rows)
     out["family"] = out["model_family"].fillna(out["model"]) if "model_family" in out else out["model"]

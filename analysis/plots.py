@@ -1,4 +1,4 @@
-"""Quality–energy and latency–energy plots, one per (eval, scenario, device), energy on `energy_j`."""
+"""Quality–energy and latency–energy plots, one per (eval, energy axis, device, energy source), on `energy_j`."""
 
 from __future__ import annotations
 

@@ -74,6 +74,7 @@ class ConstraintCost:
 class Recommendation:
     eval: str
     scenario: str
+    energy_source: str  # the one source ranked: estimated and measured joules are never ranked together
     objective: str
     unit: str
     bounds: Bounds
@@ -108,9 +109,23 @@ def _one_per_configuration(rows: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
+def _energy_source(ok: pd.DataFrame, given: str | None) -> str:
+    """The source to rank: the one given, the only one, or the only measured one beside estimates."""
+    present = sorted(ok["energy_source"].dropna().unique())
+    measured = [s for s in present if s != "estimate"]
+    if given is None and len(present) > 1 and len(measured) == 1:
+        return measured[0]
+    if given is None and len(present) > 1:
+        raise BadInput(f"the rows have several energy sources ({', '.join(present)}), which are never ranked "
+                       "together: choose one with --energy-source")
+    return _one_choice(ok["energy_source"], given, "energy source", "--energy-source")
+
+
 def candidates(rows: pd.DataFrame, eval_name: str | None = None, scenario: str | None = None,
-               settings: CostSettings | None = None) -> tuple[pd.DataFrame, str, str]:
-    """The ok rows of one eval and scenario, with costs and the oriented quality ratio, one per configuration."""
+               settings: CostSettings | None = None, energy_source: str | None = None
+               ) -> tuple[pd.DataFrame, str, str, str]:
+    """The ok rows of one eval, scenario and energy source, with costs and the oriented quality ratio, one per
+    configuration."""
     if rows.empty:
         raise BadInput("no result rows in the tree")
     ok = rows[rows["status"] == "ok"]
@@ -121,13 +136,15 @@ def candidates(rows: pd.DataFrame, eval_name: str | None = None, scenario: str |
     chosen_eval = _one_choice(evals, eval_name, "eval", "--eval")
     ok = ok[evals == chosen_eval]
     chosen_scenario = _one_choice(ok["scenario"], scenario, "scenario", "--scenario")
-    ok = ok[ok["scenario"] == chosen_scenario].assign(device_key=lambda r: device_key(r),
-                                                       quality_ratio_oriented=lambda r: quality_ratio(r))
+    ok = ok[ok["scenario"] == chosen_scenario]
+    chosen_source = _energy_source(ok, energy_source)
+    ok = ok[ok["energy_source"] == chosen_source].assign(device_key=lambda r: device_key(r),
+                                                         quality_ratio_oriented=lambda r: quality_ratio(r))
     ok = _one_per_configuration(ok)
     # Fields that usually stay fixed in a tree are named only where they tell two candidates apart.
     varying = [c for c in DISTINGUISHING if c in ok and ok[c].nunique(dropna=False) > 1]
     ok["label"] = [" ".join([label(row), *(f"{c} {row[c]}" for c in varying)]) for _, row in ok.iterrows()]
-    return ok, chosen_eval, chosen_scenario
+    return ok, chosen_eval, chosen_scenario, chosen_source
 
 
 def label(row: pd.Series) -> str:
@@ -173,14 +190,15 @@ def _closest(rows: pd.DataFrame, bounds: Bounds, top: int) -> list[pd.Series]:
 
 
 def recommend(rows: pd.DataFrame, bounds: Bounds, objective: str = "energy", eval_name: str | None = None,
-              scenario: str | None = None, top: int = 3, settings: CostSettings | None = None) -> Recommendation:
+              scenario: str | None = None, top: int = 3, settings: CostSettings | None = None,
+              energy_source: str | None = None) -> Recommendation:
     """The configuration meeting both bounds with the lowest objective; raises BadInput when there is none."""
     if objective not in OBJECTIVES:
         raise BadInput(f"objective {objective!r}: choose one of {', '.join(OBJECTIVES)}")
     if top < 0:
         raise BadInput(f"--top {top}: must be >= 0")
     settings = settings or CostSettings()
-    rows, chosen_eval, chosen_scenario = candidates(rows, eval_name, scenario, settings)
+    rows, chosen_eval, chosen_scenario, chosen_source = candidates(rows, eval_name, scenario, settings, energy_source)
     if bounds.latency_column not in rows:
         raise BadInput(f"the rows have no {bounds.latency_column}: choose another --latency-percentile")
     column = OBJECTIVES[objective][0]
@@ -198,7 +216,8 @@ def recommend(rows: pd.DataFrame, bounds: Bounds, objective: str = "energy", eva
         costs.append(ConstraintCost(name, bounds.describe(name), len(excluded),
                                     None if best is None else _summary(best, column, bounds),
                                     None if best is None else 1 - best[column] / pick[column]))
-    return Recommendation(chosen_eval, chosen_scenario, objective, str(pick["energy_unit"]), bounds, len(rows),
+    return Recommendation(chosen_eval, chosen_scenario, chosen_source, objective, str(pick["energy_unit"]), bounds,
+                          len(rows),
                           len(feasible), _summary(pick, column, bounds),
                           [_summary(r, column, bounds) for _, r in feasible.iloc[1:top + 1].iterrows()], costs,
                           settings)
@@ -240,8 +259,10 @@ def format_text(rec: Recommendation) -> str:
     """The recommendation, its reasons, the runners-up and what each bound cost, one configuration a line."""
     pick, unit, what = rec.pick, rec.unit, OBJECTIVES[rec.objective][1]
     b = rec.bounds
-    lines = [f"{rec.eval} ({rec.scenario}), lowest {what} per {unit} under {b.describe('latency')} and "
-             f"{b.describe('quality')}:",
+    source = ("ESTIMATED energy (a model)" if rec.energy_source == "estimate"
+              else f"energy measured by {rec.energy_source}")
+    lines = [f"{rec.eval} ({rec.scenario}; {source}, the only source ranked), lowest {what} per {unit} under "
+             f"{b.describe('latency')} and {b.describe('quality')}:",
              f"Recommended: {pick['label']}{_flag(pick)}",
              f"  {pick['energy_j']:.4g} J/{unit}, {b.latency_percentile} {pick['latency_ms']:.4g} ms, quality ratio "
              f"{pick['quality_ratio']:.4g}, {pick['runs']} run(s){_flag(pick)}",
@@ -259,7 +280,7 @@ def format_text(rec: Recommendation) -> str:
         why += f"; the next, {nxt['label']}, uses {nxt['value'] / pick['value'] - 1:.0%} more {what}"
         if nxt["value_ci_low"] is not None and pick["value_ci_high"] is not None \
                 and nxt["value_ci_low"] <= pick["value_ci_high"]:
-            why += " (their 95% intervals overlap: the measurements do not separate them)"
+            why += " (their energy intervals overlap: the measurements do not separate them)"
     lines.append(why + _flag(*mentioned))
     if rec.runners_up:
         lines.append("Runners-up (meet both bounds):")
@@ -303,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="quality bound relative to the fp32 reference (0.99: at most 1%% below)")
     parser.add_argument("--eval", help="the eval to judge quality by (required when the tree has several)")
     parser.add_argument("--scenario", help="classify or generate (required when the eval has both)")
+    parser.add_argument("--energy-source", help="the energy source to rank (required when the tree has several "
+                        "measured ones; estimates are left out when one measured source is present)")
     parser.add_argument("--objective", choices=list(OBJECTIVES), default="energy")
     parser.add_argument("--top", type=int, default=3, help="runners-up to list (default 3)")
     parser.add_argument("--json", action="store_true", help="print the recommendation as JSON")
@@ -311,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         bounds = Bounds(args.max_latency_ms, args.min_quality_ratio, args.latency_percentile)
         rec = recommend(load(args.tree), bounds, args.objective, args.eval, args.scenario, args.top,
-                        cost_settings(args))
+                        cost_settings(args), args.energy_source)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.digits import ESTIMATE_SIGNIFICANT, fmt, with_interval
+
 COLUMNS = [
     ("front", "front"), ("model", "model"), ("quant", "quant"), ("prune", "prune"), ("prune_amount", "amount"),
     ("batch_size", "batch"), ("backend", "backend"), ("flops_per_inference", "FLOPs/inf"),
     ("quality", "quality"), ("quality_ratio", "vs fp32"), ("passes_quality_gate", "gate"),
-    ("energy_j", "J/{unit}"), ("energy_ci", "95% CI"), ("energy_j_per_token", "J/token"),
+    ("energy_j", "J/{unit}"), ("energy_ci", "interval"), ("energy_j_per_token", "J/token"),
     ("latency_ms_p50", "p50 ms"), ("kwh_per_million", "kWh/M"), ("cost_per_million", "cost/M"),
     ("gco2e_per_million", "gCO2e/M"), ("energy_source", "energy source"),
 ]
@@ -31,7 +33,7 @@ Group = tuple[str, pd.DataFrame, list[Path]]  # heading, rows, plot files
 
 def _fmt(value: object) -> str:
     if isinstance(value, float):
-        return "-" if pd.isna(value) else f"{value:.4g}"
+        return fmt(value)
     return "-" if value is None or (not isinstance(value, str) and pd.isna(value)) else str(value)
 
 
@@ -57,12 +59,26 @@ def table(rows: pd.DataFrame) -> pd.DataFrame:
     rows = rows.sort_values("energy_j")
     unit = rows["energy_unit"].iloc[0]
     columns = [(c, title.format(unit=unit)) for c, title in COLUMNS] + [d for d in DAILY if d[0] in rows]
+    estimate = ~rows["energy_measured"].astype(bool)
+    energy = [with_interval(*v) for v in zip(rows["energy_j"], rows["energy_j_ci_low"], rows["energy_j_ci_high"],
+                                              estimate)]
     return _shown(rows, columns, {
         "front": rows["on_pareto_front"].map({True: "★", False: ""}),
-        "energy_ci": ["-" if pd.isna(lo) or pd.isna(hi) else f"[{lo:.4g}, {hi:.4g}]"
-                      for lo, hi in zip(rows["energy_j_ci_low"], rows["energy_j_ci_high"])],
+        "energy_j": [e[0] for e in energy],
+        "energy_ci": ["-" if lo == "-" else f"[{lo}, {hi}]" for _, lo, hi in energy],
+        "energy_j_per_token": [fmt(v, ESTIMATE_SIGNIFICANT if est else 3)
+                               for v, est in zip(rows.get("energy_j_per_token", pd.Series(None, rows.index)), estimate)],
         "energy_source": _source(rows),
     })
+
+
+def interval_note(rows: pd.DataFrame) -> str:
+    """What the energy interval is: its method and the coverage it really has, as the rows record them."""
+    if "energy_ci_method" not in rows or rows["energy_ci_method"].isna().all():
+        return ("interval: as recorded by rows of an older schema (a bootstrap of the median over windows: with n "
+                "windows it is their range, which covers the median with probability 1 - 2^(1-n), not 95%).")
+    pairs = rows[["energy_ci_method", "energy_ci_level"]].dropna().drop_duplicates()
+    return "interval: " + "; ".join(f"{m}, coverage {float(c):.1%}" for m, c in pairs.itertuples(index=False)) + "."
 
 
 def limits_table(rows: pd.DataFrame) -> pd.DataFrame:
@@ -112,7 +128,7 @@ def summary_md(groups: list[Group], excluded: int) -> str:
     for heading, rows, _ in groups:
         lines += [f"## {heading}", "", *_md_table(table(rows)), ""]
         lines += ["★: on the Pareto front (no other variant is at least as accurate for no more energy).",
-                  cost_note(rows)]
+                  interval_note(rows), cost_note(rows)]
         if not rows["energy_measured"].astype(bool).all():
             lines += ["ESTIMATE: no energy counter was readable; the figure is a power model, not a measurement."]
         lines += ["", f"### Distance to the limit: {heading}", "", *_md_table(limits_table(rows)), ""]
@@ -121,7 +137,7 @@ def summary_md(groups: list[Group], excluded: int) -> str:
 
 
 def _html_table(t: pd.DataFrame) -> str:
-    return t.to_html(index=False, na_rep="-", float_format=lambda v: f"{v:.4g}", border=0)
+    return t.to_html(index=False, na_rep="-", float_format=fmt, border=0)
 
 
 def _note(text: str) -> str:
@@ -141,7 +157,8 @@ def report_html(groups: list[Group], excluded: int, title: str) -> str:
     for heading, rows, images in groups:
         parts += [f"<h2>{html.escape(heading)}</h2>", _html_table(table(rows)),
                   _note("★ on the Pareto front. Hollow points and ESTIMATE sources: no energy counter was readable, "
-                        "the figure is a power model, not a measurement."), _note(cost_note(rows))]
+                        "the figure is a power model, not a measurement."), _note(interval_note(rows)),
+                  _note(cost_note(rows))]
         for image in images:
             data = base64.b64encode(image.read_bytes()).decode()
             parts.append(f"<img alt='{html.escape(image.stem)}' src='data:image/png;base64,{data}'>")

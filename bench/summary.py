@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from bench import scenarios
+from bench.digits import ESTIMATE_SIGNIFICANT, fmt, with_interval
 from bench.row import config_key
 
 VS_FP32 = "_vs_fp32"  # a summary column `<column>_vs_fp32`: the row's value over its fp32 row's
@@ -22,12 +23,30 @@ def _vs_fp32(rows: pd.DataFrame, column: str) -> pd.Series:
     return rows[column] / same.map(reference).astype(float)
 
 
+def _printed(row: pd.Series, columns: list[str]) -> dict[str, object]:
+    """One row's cells, each number to the digits its data supports (bench/digits.py)."""
+    estimate = row.get("energy_measured") is False or row.get("energy_source") == "estimate"
+    cells: dict[str, object] = {}
+    for c in columns:
+        value = row.get(c)
+        if c in cells or not isinstance(value, float):
+            cells.setdefault(c, value)
+        elif f"{c}_ci_low" in row.index:  # a figure with its interval: digits from the interval's width
+            low, high = row.get(f"{c}_ci_low"), row.get(f"{c}_ci_high")
+            cells[c], cells[f"{c}_ci_low"], cells[f"{c}_ci_high"] = with_interval(
+                value, low, high, estimate and c.startswith("energy"))
+        else:
+            cells[c] = fmt(value, ESTIMATE_SIGNIFICANT if estimate and c.startswith("energy") else 3)
+    return cells
+
+
 def _one(rows: pd.DataFrame, columns: dict[str, str]) -> str:
     derived = {c: _vs_fp32(rows, c[:-len(VS_FP32)]) for c in columns if c.endswith(VS_FP32)}
-    shown = rows.assign(**derived).reindex(columns=list(columns)).rename(columns=columns)
-    order = [c for c in ("model", "device", "backend", "prune", "quant", "batch") if c in shown]
-    shown = shown.sort_values(order, kind="stable")
-    return shown.to_string(index=False, na_rep="-", float_format=lambda v: f"{v:.4g}")
+    rows = rows.assign(**derived)
+    order = [c for c in ("model", "device", "backend", "prune", "quant", "batch_size") if c in rows]
+    rows = rows.sort_values(order, kind="stable")
+    shown = pd.DataFrame([_printed(r, list(columns)) for _, r in rows.iterrows()], columns=list(columns))
+    return shown.rename(columns=columns).to_string(index=False, na_rep="-")
 
 
 def table(rows: pd.DataFrame) -> str:
@@ -41,5 +60,6 @@ def table(rows: pd.DataFrame) -> str:
         parts.append(text if names.nunique() == 1 else f"scenario={name}\n{text}")
     text = "\n\n".join(parts)
     if "energy_measured" in rows and not rows["energy_measured"].fillna(False).astype(bool).all():
-        text += "\nsource=estimate rows are a power model (no readable energy counter), not measurements."
+        text += ("\nsource=estimate rows are a power model (no readable energy counter), not measurements: the "
+                 "model charges power in proportion to CPU time, so their energy ratios are CPU-time ratios.")
     return text

@@ -52,9 +52,12 @@ def open_meter(cfg: MeterConfig, device: str, cores_in_use: int) -> EnergyMeter:
                           "auto, rapl, estimate, pyrapl")
     try:
         if on_cuda:
-            from bench.meters.nvml import NvmlMeter, nvml_index
+            from bench.meters.nvml import NvmlMeter, claim_context, cuda_uuid
 
-            return NvmlMeter(nvml_index(int(device.partition(":")[2] or 0)), poll_s=cfg.nvml_poll_s)
+            # The context is claimed when the run reads the start state, under the device lock, not here:
+            # check() opens a meter too, and a process waiting for the lock must not show on the board.
+            return NvmlMeter(cuda_uuid(device), poll_s=cfg.nvml_poll_s, device=device,
+                             claim=functools.partial(claim_context, device))
         if cfg.source in ("auto", "rapl"):
             from bench.meters.rapl import RaplMeter
 
