@@ -78,18 +78,21 @@ GROUPS: dict[str, list[Column]] = {
         _c("bench_version", "str", "", "this package's version"),
         _c("git_commit", "str", "", "the project's commit (-dirty with uncommitted changes)"),
         _c("gpu_name", "str", "", "NVML device name (CUDA runs)"),
+        _c("gpu_uuid", "str", "", "NVML UUID of the board measured (GPU-...), found from torch's device UUID"),
         _c("gpu_driver", "str", "", "NVIDIA driver version"),
         _c("gpu_power_limit_w", "float", "W", "enforced power limit"),
-        *[_c(f"gpu_{what}_{when}", "float", unit, f"{meaning} at the {when} of the run")
+        *[_c(f"gpu_{what}_{when}", kind, unit, f"{meaning} at the {when} of the run")
           for when in ("start", "end")
-          for what, unit, meaning in (("sm_clock_mhz", "MHz", "SM clock"), ("mem_clock_mhz", "MHz", "memory clock"),
-                                      ("temperature_c", "°C", "GPU temperature"),
-                                      ("other_processes", "", "other compute processes on the GPU"))],
+          for what, kind, unit, meaning in (
+              ("sm_clock_mhz", "float", "MHz", "SM clock"), ("mem_clock_mhz", "float", "MHz", "memory clock"),
+              ("temperature_c", "float", "°C", "GPU temperature"),
+              ("clock_event_reasons", "str", "", "NVML clock-event (throttle) reasons, comma-separated or `none`,"),
+              ("other_processes", "float", "", "other compute processes on the GPU (this one's context held)"))],
     ],
     "energy source": [
         _c("energy_source", "str", "", "rapl | nvml_counter | nvml_power | pyrapl | estimate (docs/protocol.md §1)"),
         _c("energy_measured", "bool", "", "false for the estimate: a power model, never a measurement"),
-        _c("energy_params", "json", "", "parameters of the source (the estimate's model, RAPL zones, NVML index)"),
+        _c("energy_params", "json", "", "parameters of the source (the estimate's model, RAPL zones, GPU UUID)"),
     ],
     "protocol": [
         _c("load_seconds", "float", "s", "loading the fp32 model"),
@@ -161,6 +164,13 @@ GROUPS: dict[str, list[Column]] = {
         _c("energy_cv_high", "bool", "", "energy_cv above profile.max_cv (flag only)"),
         _c("cpu_other_cores", "float", "cores", "other processes' CPU use during the windows"),
         _c("cpu_contended", "bool", "", "cpu_other_cores above profile.max_other_cpu_cores (flag only)"),
+        _c("nvml_window_updates_min", "int", "", "fewest NVML energy-counter updates seen in one window (idle "
+           "baseline included)"),
+        _c("nvml_few_updates", "bool", "", "a window saw fewer than 10 counter updates (flag only)"),
+        _c("gpu_thermal_throttled", "bool", "", "thermal clock slowdown seen at the start, end or during a window "
+           "(flag only)"),
+        _c("gpu_power_throttled", "bool", "", "power-cap or power-brake clock slowdown seen at the start, end or "
+           "during a window (flag only)"),
     ],
     "failure": [
         _c("error_type", "str", "", "exception class of a failed run"),
