@@ -10,14 +10,24 @@ from torch.utils.flop_counter import FlopCounterMode
 FLOPS_METHOD = "counted: torch.utils.flop_counter over one batch of the fp32 PyTorch graph (dense)"
 
 
+def nonzero(tensor: torch.Tensor) -> int:
+    """Nonzero entries. A 2:4 sparse tensor has no count_nonzero: it stores two of every four entries of its
+    dense shape, the rest being zero by construction, so half its entries count (stored zeros included)."""
+    from torch.sparse import SparseSemiStructuredTensor
+
+    if isinstance(tensor, SparseSemiStructuredTensor):
+        return tensor.numel() // 2
+    return int(torch.count_nonzero(tensor))
+
+
 def parameters(model: torch.nn.Module) -> dict[str, float]:
-    """Counts, and the share of zeros among Linear weights: what unstructured pruning changes."""
+    """Counts (in dense shape), and the share of zeros among Linear weights: what pruning changes."""
     params = list(model.parameters())
     linear = [m.weight for m in model.modules() if isinstance(m, torch.nn.Linear)]
     linear_total = sum(w.numel() for w in linear)
     return {"params_total": sum(p.numel() for p in params),
-            "params_nonzero": sum(int(torch.count_nonzero(p)) for p in params),
-            "linear_sparsity": 1 - sum(int(torch.count_nonzero(w)) for w in linear) / linear_total if linear else 0.0}
+            "params_nonzero": sum(nonzero(p) for p in params),
+            "linear_sparsity": 1 - sum(nonzero(w) for w in linear) / linear_total if linear else 0.0}
 
 
 @torch.inference_mode()
