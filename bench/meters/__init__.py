@@ -29,8 +29,9 @@ class EnergyMeter(Protocol):
         """What a reader needs to interpret the figure (the estimate's model parameters)."""
 
     def device_state(self, when: str) -> dict[str, Any]:
-        """Columns describing the metered device at `when` ("start" or "end"): clocks, temperature, limits,
-        other processes. Meters of a CPU have none to offer and return {}."""
+        """Columns describing the metered device at `when` ("start" or "end"; called once each, around the
+        run's work, under the device lock): clocks, temperature, limits, other processes, and at the end the
+        flags gathered over the windows. Meters of a CPU have none to offer and return {}."""
 
     def close(self) -> None: ...
 
