@@ -20,6 +20,8 @@ WEIGHTS = ("pretrained", "random")
 METER_SOURCES = ("auto", "rapl", "nvml", "estimate", "pyrapl")
 PROFILES = ("standard", "quick")
 PROMPT_SOURCES = ("auto", "text", "random")
+GATE_RULES = ("point", "lower")
+PERPLEXITY_DEFINITIONS = ("hf-strided", "min-context")
 
 
 @dataclass
@@ -35,6 +37,8 @@ class ModelConfig:
     random_init_kwargs: dict[str, Any] = field(default_factory=dict)
     # Teacher and distilled students share a family, so the analysis puts them on one front; default: name.
     family: Optional[str] = None
+    # A registry package carrying several .gguf files: the one to load (by file name). With one, it is that one.
+    gguf_file: Optional[str] = None
 
 
 @dataclass
@@ -110,12 +114,19 @@ class EvalConfig:
     split_column: Optional[str] = None  # values train / test; without it, a seeded stratified split
     test_fraction: float = 0.3
     seed: int = 0
+    # A seeded (eval.seed) subsample of the test split: stratified by label for classification, random for STS;
+    # for perplexity, a random subset of the windows.
     max_test_samples: Optional[int] = None
     gate: float = 0.99  # a variant passes when its quality is >= gate x the fp32 reference's
-    # perplexity: windows of `context` tokens, each `stride` after the last, over the text's first max_tokens.
+    # point: the ratio of the point estimates passes the gate; lower: the lower end of the ratio's interval does.
+    gate_rule: str = "point"
+    ci_level: float = 0.95  # nominal level of the quality intervals (docs/quality.md)
+    # perplexity: windows of `context` tokens, each `stride` after the last, over the text's first max_tokens;
+    # which tokens a window scores: hf-strided (Hugging Face's recipe) or min-context (docs/generation.md).
     context: int = 256
     stride: int = 128
     max_tokens: Optional[int] = 2048
+    perplexity: str = "hf-strided"
     cache_dir: str = "~/.cache/energy-bench"  # fp32 reference embeddings and probes
 
 
@@ -186,6 +197,12 @@ def validate_values(cfg: BenchConfig) -> None:
     if not 0 < cfg.eval.test_fraction < 1 or not 0 < cfg.eval.gate <= 1:
         raise ConfigError(f"eval.test_fraction={cfg.eval.test_fraction} and eval.gate={cfg.eval.gate} must lie in "
                           "(0, 1) and (0, 1]")
+    choice("eval.gate_rule", e.gate_rule, GATE_RULES)
+    choice("eval.perplexity", e.perplexity, PERPLEXITY_DEFINITIONS)
+    if not 0 < e.ci_level < 1:
+        raise ConfigError(f"eval.ci_level={e.ci_level} is not valid; it must lie in (0, 1), e.g. 0.95")
+    if e.max_test_samples is not None and e.max_test_samples < 1:
+        raise ConfigError(f"eval.max_test_samples={e.max_test_samples} is not valid; give an integer >= 1 or null")
     m = cfg.meter
     if m.estimate_tdp_w <= 0 or m.estimate_socket_cores < 1 or not 0 <= m.estimate_idle_fraction <= 1:
         raise ConfigError(

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import torch
 from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
+from bench.files import stable_key
+
 
 @dataclass
 class Batch:
@@ -49,3 +51,10 @@ def calibration_batches(config: PretrainedConfig, tokenizer: PreTrainedTokenizer
                         return_tensors="pt")
         batches.append({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]})
     return batches, f"eval train split ({len(chosen)} texts)"
+
+
+def calibration_key(batches: list[dict[str, torch.Tensor]]) -> str:
+    """The calibration set by content (its token ids and masks, in order): whatever changes it (another eval,
+    split, seed, seq_len or sample count) changes the key, so a calibrated model is never reused for data whose
+    test split it has seen."""
+    return stable_key({"batches": [{name: batch[name].tolist() for name in sorted(batch)} for batch in batches]})

@@ -8,6 +8,7 @@ import importlib.util
 import os
 import socket
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import torch
@@ -18,6 +19,7 @@ from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_
                                                     MODEL_FOR_MASKED_LM_MAPPING_NAMES)
 
 from bench.config import ConfigError, ModelConfig
+from bench.files import file_digest, stable_key
 
 transformers.utils.logging.disable_progress_bar()
 
@@ -41,10 +43,15 @@ def resolve(cfg: ModelConfig) -> tuple[str, str]:
         # runtime (llama.cpp bindings), which the harness does not need.
         ggufs = sorted(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
         if ggufs:
-            from bench.gguf import converted
+            from bench.gguf import choose, converted
 
-            return str(converted(ggufs[0], f"{dist}-{version}")), f"{dist}=={version}"
+            chosen = choose(ggufs, cfg.gguf_file, f"package {dist}=={version}")
+            # The file is part of the revision where the package offers several, so their rows stay apart.
+            revision = f"{dist}=={version}" + (f":{chosen.name}" if len(ggufs) > 1 else "")
+            return str(converted(chosen, f"{dist}-{version}")), revision
+        _no_gguf(cfg, f"package {dist}=={version}")
         return str(importlib.import_module(module_name).get_model_path()), f"{dist}=={version}"
+    _no_gguf(cfg, repr(ref))
     path = Path(ref).expanduser()
     if path.exists() or ref.startswith(("/", "./", "../", "~")):
         if not (path / "config.json").is_file():
@@ -52,6 +59,42 @@ def resolve(cfg: ModelConfig) -> tuple[str, str]:
                               "(give a directory written by save_pretrained, or a hub id)")
         return str(path), "local"
     return ref, cfg.revision
+
+
+def _no_gguf(cfg: ModelConfig, where: str) -> None:
+    if cfg.gguf_file is not None:
+        raise ConfigError(f"model.gguf_file={cfg.gguf_file!r}: {where} carries no GGUF file (the option chooses among "
+                          "the .gguf files of a package:<module>); leave model.gguf_file unset")
+
+
+# Files of a model directory that make what it computes: weights, configs, tokenizer (not READMEs, other formats).
+CONTENT_SUFFIXES = (".safetensors", ".bin", ".json", ".txt", ".model", ".tiktoken")
+
+
+def weights_identity(cfg: ModelConfig, ref: str) -> str | None:
+    """What pins a pretrained model's content for the caches built from it (fp32 reference, ONNX exports): a
+    directory's files by content (sha256, once per process), a hub model's resolved commit. A name such as
+    "main" or "local" would let a retrained model reuse another's cache."""
+    if cfg.weights == "random":
+        return None  # the architecture and the seed are its identity
+    path = Path(ref)
+    if path.is_dir():
+        files = sorted(f for f in path.iterdir() if f.is_file() and f.suffix in CONTENT_SUFFIXES)
+        return "sha256:" + stable_key({f.name: file_digest(f) for f in files})
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(ref, "config.json", revision=cfg.revision)
+    except ValueError:  # not a hub id at all: the name is all there is
+        cached = None
+    # A cached file sits in snapshots/<commit>/; a revision that is not in the cache stays as given.
+    return f"commit:{Path(cached).parent.name}" if isinstance(cached, str) else f"revision:{cfg.revision}"
+
+
+def identity(cfg: ModelConfig, ref: str, revision: str, seed: int) -> dict[str, Any]:
+    """What determines the fp32 model: the key of every cache built from it."""
+    return {"model": ref, "revision": revision, "weights": cfg.weights, "content": weights_identity(cfg, ref),
+            "seed": seed if cfg.weights == "random" else None}
 
 
 def hub_reachable(timeout_s: float = 3.0) -> bool:

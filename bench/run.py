@@ -97,8 +97,7 @@ def measure_run(cfg: BenchConfig, checked: Checked, run_id: str) -> dict[str, An
     row: dict[str, Any] = {"energy_source": meter.source, "energy_measured": meter.measured,
                            "energy_params": meter.params(), **environment.capture(), **meter.device_state("start")}
     log.info("run %s: %s", run_id[:8], describe(cfg, checked))
-    identity = {"model": checked.model_ref, "revision": checked.model_revision, "weights": cfg.model.weights,
-                "seed": cfg.seed if cfg.model.weights == "random" else None}
+    identity = models.identity(cfg.model, checked.model_ref, checked.model_revision, cfg.seed)
     cache_dir = Path(cfg.eval.cache_dir).expanduser()
     train_texts = checked.eval_set.train_texts if checked.eval_set else []
 

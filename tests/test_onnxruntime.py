@@ -1,5 +1,6 @@
 """The ONNX Runtime backend on real exports of a tiny BERT: equivalence, quantization, the cache, providers."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -7,9 +8,10 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 
 from bench.backends import BuildRequest, build
-from bench.backends.onnxruntime import OnnxRuntimeBackend, check_providers
-from bench.config import ConfigError
-from bench.workloads.classify import calibration_batches, synthetic_batch
+from bench.backends.onnxruntime import OnnxRuntimeBackend, check
+from bench.config import ConfigError, EvalConfig
+from bench.inputs import calibration_batches, calibration_key, synthetic_batch
+from bench.quality.datasets import load_eval
 
 TEXTS = ["the market fell sharply today", "a late goal won the cup final", "new phones ship next week",
          "parliament votes on the budget", "the film opens in cinemas"] * 4
@@ -62,11 +64,38 @@ def test_static_int8_calibrates_on_the_texts_it_is_given(tiny, tmp_path):
     model, tokenizer = tiny
     _, info = build("onnxruntime", _request(model, "int8-static", tmp_path, tokenizer, TEXTS))
     assert info["calibration_method"] == "minmax" and info["calibration_samples"] == 8
-    assert info["calibration_data"] == "eval train split (8 texts)" and info["quantized_layers"] > 0
+    assert info["calibration_data"].startswith("eval train split (8 texts), key ") and info["quantized_layers"] > 0
     _, synthetic = build("onnxruntime", _request(model, "int8-static", tmp_path))
     assert synthetic["calibration_data"].startswith("random token ids")
-    # Different calibration data, different model: the cache keeps them apart.
+    # Different calibration data, different model: the cache keeps them apart; the same data reuses it.
     assert synthetic["onnx_model_path"] != info["onnx_model_path"]
+    _, other = build("onnxruntime", _request(model, "int8-static", tmp_path, tokenizer, TEXTS[::-1]))
+    assert other["onnx_model_path"] not in (info["onnx_model_path"], synthetic["onnx_model_path"])
+    _, again = build("onnxruntime", _request(model, "int8-static", tmp_path, tokenizer, TEXTS))
+    assert again["onnx_model_path"] == info["onnx_model_path"]
+
+
+def _news(path: Path, words: str) -> Path:
+    path.write_text("text,label\n" + "".join(f"{words} {i},{'sport' if i % 2 else 'world'}\n" for i in range(60)))
+    return path
+
+
+def test_the_calibration_key_changes_with_the_eval_its_split_seed_and_seq_len(tiny, tmp_path):
+    """What the int8-static cache is keyed by: the calibration set's content, so a model calibrated on one
+    eval's train split is never reused for an eval (or a split) whose test split holds those texts."""
+    model, tokenizer = tiny
+    news = EvalConfig(name="text-classification", path=str(_news(tmp_path / "news.csv", "the match report")))
+
+    def key(cfg: EvalConfig, seq_len: int = 16, seed: int = 0) -> str:
+        texts = load_eval(cfg).train_texts
+        return calibration_key(calibration_batches(model.config, tokenizer, texts, 8, seq_len, seed)[0])
+
+    base = key(news)
+    assert base == key(news) == key(replace(news, gate=0.5, max_test_samples=5))  # the train split is the same
+    other_file = replace(news, path=str(_news(tmp_path / "other.csv", "parliament debates")))
+    changed = [key(other_file), key(replace(news, seed=1)), key(replace(news, test_fraction=0.5)),
+               key(news, seq_len=24), key(news, seed=1)]
+    assert len({base, *changed}) == 6
 
 
 def test_a_cuda_session_that_falls_back_to_the_cpu_is_refused(tiny, tmp_path):
@@ -76,4 +105,4 @@ def test_a_cuda_session_that_falls_back_to_the_cpu_is_refused(tiny, tmp_path):
     with pytest.raises(ConfigError, match="did not start CUDAExecutionProvider"):
         OnnxRuntimeBackend(Path(info["onnx_model_path"]), "cuda:0", 1)
     with pytest.raises(ConfigError, match="onnxruntime-gpu.*never both"):
-        check_providers("cuda:0")
+        check("cuda:0")

@@ -20,6 +20,7 @@ import torch
 from bench.backends import BuildRequest
 from bench.errors import ConfigError
 from bench.files import stable_key, write_atomically
+from bench.inputs import calibration_key
 
 log = logging.getLogger(__name__)
 MODEL_FILE = "model.onnx"
@@ -121,12 +122,15 @@ def build(req: BuildRequest) -> tuple[OnnxRuntimeBackend, dict[str, Any]]:
     path = fp32
     if quant != "fp32":
         samples: list[dict[str, np.ndarray]] = []
+        calibration = None
         if quant == "int8-static":
             feeds, source = req.calibration()
             samples = [_numpy(f, req.inputs) for f in feeds]
-            info.update(calibration_method=CALIBRATION_METHOD, calibration_data=source,
+            calibration = calibration_key(feeds)
+            info.update(calibration_method=CALIBRATION_METHOD, calibration_data=f"{source}, key {calibration}",
                         calibration_samples=sum(len(f["input_ids"]) for f in samples))
-        variant = {**base, "quant": quant, **{k: v for k, v in info.items() if k.startswith("calibration")}}
+        variant = {**base, "quant": quant, **({"calibration": calibration, "calibration_method": CALIBRATION_METHOD}
+                                              if calibration else {})}
         path = _cached(req.cache_dir / "onnx" / stable_key(variant), lambda p: quantize(fp32, quant, p, samples))
     info["quantized_layers"] = quantized_weights(path)
     info["model_bytes"] = sum(f.stat().st_size for f in path.parent.iterdir())

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.config import ConfigError, EvalConfig
+from bench.files import stable_key
 
 
 @dataclass
@@ -21,6 +22,14 @@ class EvalSet:
     test_labels: np.ndarray  # class indices, or scores for STS
     test_pairs: list[str] | None = None  # the second sentence of each STS pair
     label_names: list[str] | None = None
+    # Test items before eval.max_test_samples drew its subsample; None when every test item is kept.
+    subsample_of: int | None = None
+
+    def digest(self) -> str:
+        """A key of the content (texts, labels, pairs), so a cache follows the data, not the file's name."""
+        return stable_key({"train": self.train_texts, "train_labels": self.train_labels.tolist(),
+                           "test": self.test_texts, "test_labels": self.test_labels.tolist(),
+                           "pairs": self.test_pairs, "names": self.label_names})
 
 
 def _bbc_news() -> tuple[list[str], list[str]]:
@@ -97,6 +106,27 @@ def stratified_split(labels: list, test_fraction: float, seed: int) -> tuple[np.
     return np.sort(train), np.sort(test)
 
 
+def stratified_subsample(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Positions of a seeded subsample of n items that keeps each label's share (largest remainders), and every
+    label present when n allows it: a label-ordered file gives every class, not the first ones."""
+    labels = np.asarray(labels)
+    values, counts = np.unique(labels, return_counts=True)
+    quota = n * counts / counts.sum()
+    take = np.floor(quota).astype(int)
+    take[np.argsort(take - quota, kind="stable")[: n - take.sum()]] += 1
+    while n >= len(values) and (take == 0).any():  # a rare label's share rounded to nothing
+        take[np.argmax(take)] -= 1
+        take[np.argmin(take)] += 1
+    rng = np.random.default_rng(seed)
+    chosen = [rng.permutation(np.flatnonzero(labels == v))[:k] for v, k in zip(values, take)]
+    return np.sort(np.concatenate(chosen))
+
+
+def random_subsample(size: int, n: int, seed: int) -> np.ndarray:
+    """Positions of a seeded random subset of n of `size` items, in their original order."""
+    return np.sort(np.random.default_rng(seed).choice(size, n, replace=False))
+
+
 def _split_by_column(rows: list[dict], cfg: EvalConfig, labels: list) -> tuple[np.ndarray, np.ndarray]:
     if cfg.split_column:
         splits = [str(r[cfg.split_column]).strip().lower() for r in rows]
@@ -119,8 +149,11 @@ def _classification(texts: list[str], labels: list, rows: list[dict] | None, cfg
     y = np.array([index[str(v)] for v in labels])
     train, test = _split_by_column(rows, cfg, labels) if rows is not None else stratified_split(
         labels, cfg.test_fraction, cfg.seed)
-    test = test[: cfg.max_test_samples] if cfg.max_test_samples else test
-    return EvalSet([texts[i] for i in train], y[train], [texts[i] for i in test], y[test], label_names=names)
+    population = len(test)
+    if cfg.max_test_samples and cfg.max_test_samples < population:
+        test = test[stratified_subsample(y[test], cfg.max_test_samples, cfg.seed)]
+    return EvalSet([texts[i] for i in train], y[train], [texts[i] for i in test], y[test], label_names=names,
+                   subsample_of=population if len(test) < population else None)
 
 
 def _text(cfg: EvalConfig) -> str:
@@ -140,6 +173,8 @@ def _text(cfg: EvalConfig) -> str:
 
 
 def load_eval(cfg: EvalConfig) -> EvalSet:
+    """The eval's train and test items; eval.max_test_samples subsamples the test split (perplexity: its
+    windows, drawn in bench/quality/perplexity.py)."""
     if cfg.kind == "perplexity":  # the whole text is the one test item
         return EvalSet([], np.array([]), [_text(cfg)], np.array([]))
     if cfg.name == "bbc-topics":
@@ -158,7 +193,9 @@ def load_eval(cfg: EvalConfig) -> EvalSet:
         train, test = _split_by_column(rows, cfg, [0] * len(rows)) if cfg.split_column else (
             np.array([], dtype=int), np.arange(len(rows)))
         pairs = [str(r[cfg.text_pair_column]) for r in rows]
-        test = test[: cfg.max_test_samples] if cfg.max_test_samples else test
-        return EvalSet([], np.array([]), [texts[i] for i in test], scores[test],
-                       test_pairs=[pairs[i] for i in test])
+        population = len(test)
+        if cfg.max_test_samples and cfg.max_test_samples < population:
+            test = test[random_subsample(population, cfg.max_test_samples, cfg.seed)]
+        return EvalSet([], np.array([]), [texts[i] for i in test], scores[test], test_pairs=[pairs[i] for i in test],
+                       subsample_of=population if len(test) < population else None)
     raise ConfigError(f"eval.kind={cfg.kind!r} is not valid; choose one of: classification, sts, perplexity, none")

@@ -5,19 +5,21 @@ from __future__ import annotations
 import logging
 import pickle
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import sklearn
 import torch
-from scipy.stats import spearmanr
 from sklearn.linear_model import LogisticRegression
 from transformers import PreTrainedTokenizerBase
 
 from bench.config import EvalConfig
 from bench.files import stable_key, write_atomically
+from bench.quality import scored
 from bench.quality.datasets import EvalSet
+from bench.quality.intervals import bootstrap, spearman_rows, wilson
 
 log = logging.getLogger(__name__)
 REFERENCE_BATCH = 32
@@ -60,19 +62,32 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1)
 
 
-def task_quality(data: EvalSet, test: np.ndarray, test_pairs: np.ndarray | None, probe: Any, is_logits: bool,
-                 kind: str) -> tuple[str, float]:
+def per_item(data: EvalSet, test: np.ndarray, test_pairs: np.ndarray | None, probe: Any, is_logits: bool,
+             kind: str) -> np.ndarray:
+    """Each test item's part in the figure: its pair's cosine similarity (STS), else 1 where it is classified
+    right and 0 where not."""
     if kind == "sts":
-        return "spearman", float(spearmanr(_cosine(test, test_pairs), data.test_labels).statistic)
+        return _cosine(test, test_pairs)
     predictions = test.argmax(1) if is_logits else probe.predict(test)
-    return "accuracy", float((predictions == data.test_labels).mean())
+    return (predictions == data.test_labels).astype(float)
+
+
+def figure(kind: str, items: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The metric of each row of per-item values: Spearman against the scores (STS), else accuracy."""
+    return spearman_rows(items, labels) if kind == "sts" else items.mean(1)
+
+
+def task_quality(data: EvalSet, items: np.ndarray, kind: str) -> tuple[str, float]:
+    return ("spearman" if kind == "sts" else "accuracy"), float(figure(kind, items[None], data.test_labels[None])[0])
 
 
 def reference(cfg: EvalConfig, data: EvalSet, identity: dict[str, Any], tokenizer: PreTrainedTokenizerBase,
               seq_len: int, load_fp32_forward: Callable[[], Forward]) -> Reference:
     """The fp32 reference from the cache, or computed once (and cached) with the fp32 model."""
-    eval_identity = {k: v for k, v in asdict(cfg).items() if k not in ("gate", "cache_dir", "max_test_samples")}
-    key = stable_key({**identity, "eval": eval_identity, "seq_len": seq_len, "test_size": len(data.test_texts)})
+    # The data by content (a file edited in place, another split or subsample is another reference); the probe
+    # is pickled with scikit-learn, which reads only its own version's pickles reliably.
+    key = stable_key({**identity, "eval": {"name": cfg.name, "kind": cfg.kind, "data": data.digest()},
+                      "seq_len": seq_len, "sklearn": sklearn.__version__})
     path = Path(cfg.cache_dir).expanduser() / "reference" / f"{key}.pkl"
     if path.is_file():
         with path.open("rb") as f:
@@ -85,7 +100,7 @@ def reference(cfg: EvalConfig, data: EvalSet, identity: dict[str, Any], tokenize
     if cfg.kind == "classification" and not is_logits:
         train, _ = represent(forward, tokenizer, data.train_texts, REFERENCE_BATCH, seq_len)
         probe = LogisticRegression(max_iter=2000).fit(train, data.train_labels)
-    _, quality = task_quality(data, test, pairs, probe, is_logits, cfg.kind)
+    _, quality = task_quality(data, per_item(data, test, pairs, probe, is_logits, cfg.kind), cfg.kind)
     ref = Reference(test, pairs, probe, quality, is_logits)
     write_atomically(path, lambda tmp: tmp.write_bytes(pickle.dumps(ref)))
     return ref
@@ -97,19 +112,29 @@ def evaluate(cfg: EvalConfig, data: EvalSet, forward: Forward, tokenizer: PreTra
     t0 = time.perf_counter()
     test, _ = represent(forward, tokenizer, data.test_texts, batch_size, seq_len)
     pairs = represent(forward, tokenizer, data.test_pairs, batch_size, seq_len)[0] if data.test_pairs else None
-    metric, quality = task_quality(data, test, pairs, ref.probe, ref.is_logits, cfg.kind)
+    items = per_item(data, test, pairs, ref.probe, ref.is_logits, cfg.kind)
+    ref_items = per_item(data, ref.test, ref.test_pairs, ref.probe, ref.is_logits, cfg.kind)
+    metric, quality = task_quality(data, items, cfg.kind)
     ratio = quality / ref.quality if ref.quality else None
+    n, labels = len(items), data.test_labels
+    if cfg.kind == "sts":
+        interval = bootstrap(lambda i: figure(cfg.kind, items[i], labels[i]), n, cfg.ci_level, cfg.seed, "pairs")
+    else:
+        interval = wilson(int(items.sum()), n, cfg.ci_level)
+
+    def ratios(i: np.ndarray) -> np.ndarray:
+        variant, reference = figure(cfg.kind, items[i], labels[i]), figure(cfg.kind, ref_items[i], labels[i])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(reference != 0, variant / reference, np.nan)
+
+    ratio_interval = bootstrap(ratios, n, cfg.ci_level, cfg.seed, "paired items")
     row: dict[str, Any] = {
-        "eval": cfg.name,
-        "quality_metric": metric,
-        "quality": quality,
-        "quality_ref": ref.quality,
-        "quality_ratio": ratio,
-        "quality_gate": cfg.gate,
-        "passes_quality_gate": ratio is not None and ratio >= cfg.gate,
-        "eval_samples": len(data.test_texts),
+        **scored(cfg, metric, quality, ref.quality, ratio, interval, ratio_interval),
+        "eval_samples": n,
         "eval_seconds": time.perf_counter() - t0,
     }
+    if data.subsample_of is not None:
+        row.update(eval_subsample=n, eval_subsample_of=data.subsample_of, eval_subsample_seed=cfg.seed)
     if ref.is_logits:
         row["fidelity_top1_agreement"] = float((test.argmax(1) == ref.test.argmax(1)).mean())
     else:

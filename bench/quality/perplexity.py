@@ -1,23 +1,49 @@
 """Perplexity of a causal LM on a text, and its fidelity to the fp32 reference on the same windows.
 
-Strided windows: windows of `context` tokens start every `stride` tokens; each scores the predictions of its
-last `stride` tokens (all but its first token when stride = context), so every token is scored once and each
-sees at least context - stride tokens of context. Windows are full-length only, so they batch without padding.
+Windows of at most `context` tokens start every `stride` tokens; each scores the predictions of the tokens it
+is responsible for, and no token is scored twice (eval.perplexity, docs/generation.md):
+
+- `hf-strided` (the default; Hugging Face's "perplexity of fixed-length models" recipe): the first window scores
+  every token but the text's first; each later window scores only the tokens past the previous window's end, so
+  every token but the first is scored, the first window's with less context than the rest. The last window
+  ends at the text's end and may be shorter than `context`.
+- `min-context`: full windows only, each scoring the tokens with at least `context - stride` tokens of history
+  (at least 1) in it; a last window aligned with the text's end scores the tokens the others left. The first
+  `context - stride` tokens are never scored: what is scored is every token with that much history.
+
+Windows of one length score the same number of tokens, so they batch without padding.
 """
 
 from __future__ import annotations
 
 import inspect
+import itertools
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
+import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from bench.config import ConfigError, EvalConfig
+from bench.quality import scored
+from bench.quality.datasets import random_subsample
+from bench.quality.intervals import bootstrap
 
 # (batch of windows of token ids, k) -> float32 logits of the last k positions, (batch, k, vocab)
 Logits = Callable[[torch.Tensor, int], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Window:
+    start: int
+    end: int  # exclusive
+    first: int  # the first position it scores: it scores the tokens first..end-1, each from those before it
+
+    @property
+    def scored(self) -> int:
+        return self.end - self.first
 
 
 def text_ids(tokenizer: PreTrainedTokenizerBase, text: str, max_tokens: int | None = None) -> torch.Tensor:
@@ -26,16 +52,39 @@ def text_ids(tokenizer: PreTrainedTokenizerBase, text: str, max_tokens: int | No
     return torch.tensor(ids[:max_tokens] if max_tokens else ids, dtype=torch.long)
 
 
-def window_starts(n_tokens: int, context: int, stride: int) -> list[int]:
-    if n_tokens < context:
-        raise ConfigError(f"the eval text has {n_tokens} tokens, fewer than eval.context={context}; give a longer "
-                          "text (eval.path) or a smaller eval.context")
-    return list(range(0, n_tokens - context + 1, stride))
+def windows(n_tokens: int, context: int, stride: int, definition: str) -> list[Window]:
+    """The windows of eval.perplexity's definition over a text of n_tokens (module docstring)."""
+    least = context if definition == "min-context" else 2
+    if n_tokens < least:
+        raise ConfigError(f"the eval text has {n_tokens} tokens; eval.perplexity={definition} with "
+                          f"eval.context={context} needs at least {least}: give a longer text (eval.path) or a "
+                          "smaller eval.context")
+    out: list[Window] = []
+    if definition == "hf-strided":
+        for start in range(0, n_tokens, stride):
+            end = min(start + context, n_tokens)
+            # A window's first token has nothing before it in the window (stride = context): not scored.
+            out.append(Window(start, end, max(start + 1, out[-1].end if out else 0)))
+            if end == n_tokens:
+                return out
+    history = max(1, context - stride)
+    for start in range(0, n_tokens - context + 1, stride):
+        out.append(Window(start, start + context, max(start + history, out[-1].end if out else 0)))
+    if out[-1].end < n_tokens:
+        out.append(Window(n_tokens - context, n_tokens, out[-1].end))
+    return out
+
+
+def logits_path(model: PreTrainedModel) -> str:
+    """How lm_logits gets the scored positions' logits from this model: recorded in the row."""
+    if "logits_to_keep" in inspect.signature(model.forward).parameters:
+        return "logits_to_keep"
+    return "all positions"  # the model computes every position's logits; the unscored ones are dropped
 
 
 def lm_logits(model: PreTrainedModel, device: str) -> Logits:
     """Logits of a transformers causal LM, computed for the needed positions only where the model allows."""
-    keep_arg = "logits_to_keep" in inspect.signature(model.forward).parameters
+    keep_arg = logits_path(model) == "logits_to_keep"
 
     @torch.inference_mode()
     def logits(ids: torch.Tensor, keep: int) -> torch.Tensor:
@@ -46,56 +95,69 @@ def lm_logits(model: PreTrainedModel, device: str) -> Logits:
     return logits
 
 
-def _scored(logits: Logits, ids: torch.Tensor, starts: list[int], context: int, scored: int, batch_size: int
+def _scored(logits: Logits, ids: torch.Tensor, chosen: list[Window], batch_size: int
             ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(log-probabilities of the scored predictions, their target ids), batch_size windows at a time."""
-    for i in range(0, len(starts), batch_size):
-        windows = torch.stack([ids[s:s + context] for s in starts[i:i + batch_size]])
-        # The logit at position j predicts token j + 1: the last `scored` targets need scored + 1 positions.
-        log_probs = torch.log_softmax(logits(windows, scored + 1)[:, :-1], dim=-1)
-        yield log_probs, windows[:, -scored:].to(log_probs.device)
+    """(log-probabilities of the scored predictions, their target ids), up to batch_size windows of one shape
+    at a time, in the order of `chosen`."""
+    for _, group in itertools.groupby(chosen, key=lambda w: (w.end - w.start, w.scored)):
+        group = list(group)
+        for i in range(0, len(group), batch_size):
+            batch = group[i:i + batch_size]
+            tokens = torch.stack([ids[w.start:w.end] for w in batch])
+            k = batch[0].scored
+            # The logit at position j predicts token j + 1: the last k targets need the k + 1 positions before.
+            log_probs = torch.log_softmax(logits(tokens, k + 1)[:, :-1], dim=-1)
+            yield log_probs, tokens[:, -k:].to(log_probs.device)
 
 
 def evaluate_perplexity(cfg: EvalConfig, ids: torch.Tensor, variant: Logits, reference: Logits | None,
                         batch_size: int) -> dict[str, Any]:
-    """The row's quality columns: the variant's perplexity, the fp32 reference's on the same windows, and
-    fidelity (top-1 agreement, mean KL(reference || variant) per scored token). reference=None: the variant is
-    the reference."""
+    """The row's quality columns: the variant's perplexity, the fp32 reference's on the same windows, their
+    intervals over windows, and fidelity (top-1 agreement, mean KL(reference || variant) per scored token).
+    reference=None: the variant is the reference."""
     t0 = time.perf_counter()
-    starts = window_starts(len(ids), cfg.context, cfg.stride)
-    scored = min(cfg.stride, cfg.context - 1)
-    nll = nll_ref = kl = agree = 0.0
-    count = 0
-    reference_batches = _scored(reference, ids, starts, cfg.context, scored, batch_size) if reference else None
-    for log_p, targets in _scored(variant, ids, starts, cfg.context, scored, batch_size):
+    every = windows(len(ids), cfg.context, cfg.stride, cfg.perplexity)
+    chosen = every
+    if cfg.max_test_samples and cfg.max_test_samples < len(every):
+        chosen = [every[i] for i in random_subsample(len(every), cfg.max_test_samples, cfg.seed)]
+    nll, nll_ref = np.zeros(len(chosen)), np.zeros(len(chosen))  # per window, summed over its scored tokens
+    kl = agree = 0.0
+    reference_batches = _scored(reference, ids, chosen, batch_size) if reference else None
+    done = 0
+    for log_p, targets in _scored(variant, ids, chosen, batch_size):
         log_q = next(reference_batches)[0].to(log_p.device) if reference_batches else log_p
-        nll -= log_p.gather(-1, targets.unsqueeze(-1)).sum().item()
-        nll_ref -= log_q.gather(-1, targets.unsqueeze(-1)).sum().item()
+        rows = slice(done, done + len(targets))
+        nll[rows] = -log_p.gather(-1, targets.unsqueeze(-1)).squeeze(-1).sum(1).double().cpu().numpy()
+        nll_ref[rows] = -log_q.gather(-1, targets.unsqueeze(-1)).squeeze(-1).sum(1).double().cpu().numpy()
         kl += (log_q.exp() * (log_q - log_p)).sum().item()
         agree += (log_p.argmax(-1) == log_q.argmax(-1)).sum().item()
-        count += targets.numel()
-    perplexity = float(torch.tensor(nll / count).exp())
-    perplexity_ref = float(torch.tensor(nll_ref / count).exp())
+        done += len(targets)
+    counts = np.array([w.scored for w in chosen], dtype=float)
+    count = int(counts.sum())
+    perplexity, perplexity_ref = float(np.exp(nll.sum() / count)), float(np.exp(nll_ref.sum() / count))
+    interval = bootstrap(lambda i: np.exp(nll[i].sum(1) / counts[i].sum(1)), len(chosen), cfg.ci_level, cfg.seed,
+                         "windows")
     # Lower perplexity is better: the ratio is reference / variant, so ratio >= gate means acceptable, as for
     # metrics where higher is better.
-    ratio = perplexity_ref / perplexity
-    return {
-        "eval": cfg.name,
-        "quality_metric": "perplexity",
-        "quality": perplexity,
-        "quality_ref": perplexity_ref,
-        "quality_ratio": ratio,
-        "quality_gate": cfg.gate,
-        "passes_quality_gate": ratio >= cfg.gate,
+    ratio_interval = bootstrap(lambda i: np.exp((nll[i].sum(1) - nll_ref[i].sum(1)) / counts[i].sum(1)),
+                               len(chosen), cfg.ci_level, cfg.seed, "paired windows")
+    row = {
+        **scored(cfg, "perplexity", perplexity, perplexity_ref, perplexity_ref / perplexity, interval,
+                 ratio_interval),
         "fidelity_top1_agreement": agree / count,
         "fidelity_kl_mean": kl / count,
-        "eval_samples": len(starts),
-        "eval_tokens": count,
+        "perplexity_definition": cfg.perplexity,
+        "eval_samples": len(chosen),
+        "eval_text_tokens": len(ids),
+        "eval_tokens_scored": count,
         "eval_context": cfg.context,
         "eval_stride": cfg.stride,
         "eval_max_tokens": cfg.max_tokens,
         "eval_seconds": time.perf_counter() - t0,
     }
+    if len(chosen) < len(every):
+        row.update(eval_subsample=len(chosen), eval_subsample_of=len(every), eval_subsample_seed=cfg.seed)
+    return row
 
 
 def score(job: Any) -> dict[str, Any]:
@@ -103,4 +165,5 @@ def score(job: Any) -> dict[str, Any]:
     ids = text_ids(job.tokenizer, job.data.test_texts[0], job.eval.max_tokens)
     ref = job.reference()
     fp32_logits = lm_logits(ref.model, job.device) if ref is not None else None
-    return evaluate_perplexity(job.eval, ids, lm_logits(job.backend.model, job.device), fp32_logits, job.batch_size)
+    row = evaluate_perplexity(job.eval, ids, lm_logits(job.backend.model, job.device), fp32_logits, job.batch_size)
+    return {**row, "eval_logits_path": logits_path(job.backend.model)}
