@@ -13,7 +13,8 @@ from bench.digits import ESTIMATE_SIGNIFICANT, fmt, with_interval
 COLUMNS = [
     ("front", "front"), ("model", "model"), ("quant", "quant"), ("prune", "prune"), ("prune_amount", "amount"),
     ("batch_size", "batch"), ("backend", "backend"), ("flops_per_inference", "FLOPs/inf"),
-    ("quality", "quality"), ("quality_ratio", "vs fp32"), ("passes_quality_gate", "gate"),
+    ("quality", "quality"), ("quality_ci", "quality interval"), ("quality_ratio", "vs fp32"),
+    ("passes_quality_gate", "gate"),
     ("energy_j", "J/{unit}"), ("energy_ci", "interval"), ("energy_j_per_token", "J/token"),
     ("latency_ms_p50", "p50 ms"), ("kwh_per_million", "kWh/M"), ("cost_per_million", "cost/M"),
     ("gco2e_per_million", "gCO2e/M"), ("energy_source", "energy source"),
@@ -62,10 +63,16 @@ def table(rows: pd.DataFrame) -> pd.DataFrame:
     estimate = ~rows["energy_measured"].astype(bool)
     energy = [with_interval(*v) for v in zip(rows["energy_j"], rows["energy_j_ci_low"], rows["energy_j_ci_high"],
                                               estimate)]
+    none = pd.Series(None, rows.index, dtype=object)
+    # Quality to the digits its interval (docs/quality.md) supports; rows of an older schema have none.
+    quality = [with_interval(*v) for v in zip(*(rows.get(c, none) for c in ("quality", "quality_ci_low",
+                                                                            "quality_ci_high")))]
     return _shown(rows, columns, {
         "front": rows["on_pareto_front"].map({True: "★", False: ""}),
         "energy_j": [e[0] for e in energy],
         "energy_ci": ["-" if lo == "-" else f"[{lo}, {hi}]" for _, lo, hi in energy],
+        "quality": [q[0] for q in quality],
+        "quality_ci": ["-" if lo == "-" else f"[{lo}, {hi}]" for _, lo, hi in quality],
         "energy_j_per_token": [fmt(v, ESTIMATE_SIGNIFICANT if est else 3)
                                for v, est in zip(rows.get("energy_j_per_token", pd.Series(None, rows.index)), estimate)],
         "energy_source": _source(rows),
