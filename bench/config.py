@@ -65,18 +65,35 @@ class ScenarioConfig:
 
 @dataclass
 class ProfileConfig:
-    """Durations and repeat counts of the measurement protocol (docs/protocol.md §2)."""
+    """Durations, floors, caps and the precision target of the measurement protocol (docs/protocol.md §2)."""
 
     name: str = "standard"
-    warmup_calls: int = 10
-    warmup_s: float = 2.0
-    idle_s: float = 5.0
-    windows: int = 5
-    min_window_s: float = 2.0
-    # The NVML counter updates about every 100 ms: 5 s windows see ~50 updates.
+    # Idle baseline, before the warm-up: after settle_s seconds of rest (settle_s_cuda on CUDA, since a GPU's
+    # power decays for seconds after a burst), idle_segments equal segments over idle_s seconds (idle_s_cuda on
+    # CUDA). The segments' spread is the baseline's uncertainty, carried into net energy's interval.
+    settle_s: float = 0.5
+    settle_s_cuda: float = 3.0
+    idle_s: float = 2.5
+    idle_s_cuda: float = 10.0
+    idle_segments: int = 5
+    # Warm-up: until the median latency of the last warmup_group calls is within warmup_tolerance of the
+    # group's before, and at least warmup_calls calls and warmup_s seconds; never longer than warmup_max_s.
+    warmup_calls: int = 2
+    warmup_s: float = 1.0
+    warmup_group: int = 3
+    warmup_tolerance: float = 0.02
+    warmup_max_s: float = 10.0
+    # A window lasts at least min_window_s (min_window_s_cuda on CUDA: the NVML counter updates about every
+    # 100 ms) and min_calls calls, and no more calls than that takes.
+    min_window_s: float = 1.0
     min_window_s_cuda: float = 5.0
-    min_calls: int = 10
-    bootstrap_resamples: int = 2000
+    min_calls: int = 1
+    # Windows are added until the energy interval's half-width is at most target_ci of the figure (at level
+    # `confidence`), at least min_windows of them; past max_seconds of warm-up and windows the run stops,
+    # flagged (ci_target_met=false).
+    min_windows: int = 5
+    target_ci: float = 0.02
+    max_seconds: float = 60.0
     confidence: float = 0.95
     # Above this coefficient of variation across windows the row is flagged (energy_cv_high).
     max_cv: float = 0.1
@@ -210,13 +227,35 @@ def validate_values(cfg: BenchConfig) -> None:
             f"idle_fraction={m.estimate_idle_fraction} are not valid; need tdp_w > 0, socket_cores >= 1, "
             "0 <= idle_fraction <= 1"
         )
-    p = cfg.profile
-    if p.windows < 1 or p.min_calls < 1 or p.warmup_calls < 0:
-        raise ConfigError(f"profile {p.name!r}: windows and min_calls must be >= 1, warmup_calls >= 0")
-    if p.max_cv <= 0:
-        raise ConfigError(f"profile.max_cv={p.max_cv} is not valid; it must be > 0")
-    if not 0 < p.confidence < 1:
-        raise ConfigError(f"profile.confidence={p.confidence} is not valid; it must lie in (0, 1)")
+    validate_profile(cfg.profile)
+
+
+def validate_profile(p: ProfileConfig) -> None:
+    """Every key of the protocol in the range where it means something."""
+    checks = [
+        ("idle_s", p.idle_s > 0, "> 0"),
+        ("idle_segments", p.idle_segments >= 2, "an integer >= 2 (their spread is the baseline's uncertainty)"),
+        ("idle_s_cuda", p.idle_s_cuda > 0, "> 0"),
+        ("settle_s", p.settle_s >= 0, ">= 0"),
+        ("settle_s_cuda", p.settle_s_cuda >= 0, ">= 0"),
+        ("warmup_calls", p.warmup_calls >= 0, "an integer >= 0"),
+        ("warmup_s", p.warmup_s >= 0, ">= 0"),
+        ("warmup_group", p.warmup_group >= 1, "an integer >= 1"),
+        ("warmup_tolerance", p.warmup_tolerance > 0, "> 0, e.g. 0.02"),
+        ("warmup_max_s", p.warmup_max_s >= p.warmup_s, f">= profile.warmup_s ({p.warmup_s})"),
+        ("min_window_s", p.min_window_s >= 0, ">= 0"),
+        ("min_window_s_cuda", p.min_window_s_cuda >= 0, ">= 0"),
+        ("min_calls", p.min_calls >= 1, "an integer >= 1"),
+        ("min_windows", p.min_windows >= 3, "an integer >= 3 (the autocorrelation correction needs three)"),
+        ("target_ci", 0 < p.target_ci < 1, "in (0, 1), e.g. 0.02 for +-2%"),
+        ("max_seconds", p.max_seconds > 0, "> 0"),
+        ("confidence", 0 < p.confidence < 1, "in (0, 1), e.g. 0.95"),
+        ("max_cv", p.max_cv > 0, "> 0"),
+        ("max_other_cpu_cores", p.max_other_cpu_cores >= 0, ">= 0"),
+    ]
+    for key, ok, need in checks:
+        if not ok:
+            raise ConfigError(f"profile.{key}={getattr(p, key)!r} is not valid (profile {p.name!r}); it must be {need}")
 
 
 def validate_results_dir(results_dir: str) -> None:
@@ -284,7 +323,9 @@ def load_profile(name: str) -> ProfileConfig:
     if not path.is_file():
         valid = sorted(p.stem for p in path.parent.glob("*.yaml"))
         raise ConfigError(f"profile={name!r} is not valid; choose one of: {', '.join(valid)}")
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ProfileConfig), OmegaConf.load(path)))
+    profile = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ProfileConfig), OmegaConf.load(path)))
+    validate_profile(profile)
+    return profile
 
 
 def register_configs() -> None:

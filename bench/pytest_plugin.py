@@ -4,10 +4,10 @@
         energy_benchmark(model, inputs)          # like benchmark(model, inputs)
 
 After pytest-benchmark has timed the callable, the fixture measures it again under the harness's own meter
-and protocol (warm-up, idle baseline, windows; profile `quick` unless `energy_profile=` says otherwise) and
-adds joules per call, its confidence interval and its source to `extra_info`, so `pytest --benchmark-json`
-carries energy next to time. Energy is measured in its own windows, after the timing, so neither disturbs
-the other.
+and protocol (idle baseline, warm-up, windows until the interval is tight; profile `quick` unless
+`energy_profile=` says otherwise) and adds joules per call, its interval (method, level, whether it reached
+the profile's target) and its source to `extra_info`, so `pytest --benchmark-json` carries energy next to
+time. Energy is measured in its own windows, after the timing, so neither disturbs the other.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def measure_energy(call: Callable[[], Any], device: str = "cpu", profile_name: s
     import torch
 
     from bench.config import MeterConfig, load_profile, resolve_device
-    from bench.measure import measure, summarise
+    from bench.measure import idle_baseline, measure, summarise
     from bench.meters import open_meter
 
     profile = load_profile(profile_name)
@@ -32,7 +32,8 @@ def measure_energy(call: Callable[[], Any], device: str = "cpu", profile_name: s
     sync = functools.partial(torch.cuda.synchronize, device) if on_cuda else (lambda: None)
     meter = open_meter(MeterConfig(), device, cores_in_use=torch.get_num_threads())
     try:
-        m = measure(call, sync, meter, profile, profile.min_window_s_cuda if on_cuda else profile.min_window_s)
+        idle = idle_baseline(meter, sync, profile, on_cuda)
+        m = measure(call, sync, meter, profile, profile.min_window_s_cuda if on_cuda else profile.min_window_s, idle)
     finally:
         meter.close()
     stats = summarise(m, samples_per_call=1, tokens_per_call=1, profile=profile)
@@ -40,6 +41,10 @@ def measure_energy(call: Callable[[], Any], device: str = "cpu", profile_name: s
         "energy_j_per_call": stats["energy_j_per_inference"],
         "energy_j_per_call_ci_low": stats["energy_j_per_inference_ci_low"],
         "energy_j_per_call_ci_high": stats["energy_j_per_inference_ci_high"],
+        "energy_ci_method": stats["energy_ci_method"],
+        "energy_ci_level": stats["energy_ci_level"],
+        "energy_ci_target": stats["ci_target"],
+        "energy_ci_target_met": stats["ci_target_met"],
         "energy_source": meter.source,
         "energy_measured": meter.measured,
         "energy_idle_power_w": stats["idle_power_w"],

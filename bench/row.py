@@ -97,18 +97,37 @@ GROUPS: dict[str, list[Column]] = {
     "protocol": [
         _c("load_seconds", "float", "s", "loading the fp32 model"),
         _c("prepare_seconds", "float", "s", "making the variant, exporting, building the session, preparing inputs"),
-        _c("windows", "int", "", "measurement windows"),
+        _c("idle_power_w", "float", "W", "power with the model loaded and idle, before the warm-up: the mean of "
+           "idle_segment_w"),
+        _c("idle_segment_w", "list[float]", "W", "power of each idle segment; their spread is the baseline's error"),
+        _c("idle_seconds", "float", "s", "time the idle baseline was measured"),
+        _c("warmup_calls", "int", "calls", "warm-up calls made (generate: both phases)"),
+        _c("warmup_seconds", "float", "s", "warm-up time (generate: both phases)"),
+        _c("warmup_settled", "bool", "", "latency settled before profile.warmup_max_s (false: the cap ended it)"),
+        _c("windows", "int", "", "measurement windows (generate: decode windows)"),
         _c("calls", "int", "", "calls over all windows"),
         _c("measured_seconds", "float", "s", "time inside the windows"),
         _c("window_calls", "list[int]", "calls", "calls per window (generate: decode windows)"),
         _c("window_seconds", "list[float]", "s", "duration of each window (generate: decode windows)"),
-        _c("window_j_per_inference", "list[float]", "J", "net joules per inference of each window (raw samples)"),
+        _c("window_j_per_inference", "list[float]", "J", "net joules per inference of each window (raw samples; "
+           "generate: per request, each decode window's with the prefill's mean)"),
         _c("latency_ms_samples", "list[float]", "ms", "every call's latency (generate: every decode step)"),
-        _c("idle_power_w", "float", "W", "power with the model loaded and idle, measured before the windows"),
         _c("avg_power_w", "float", "W", "gross average power over the windows"),
         _c("energy_gross_j", "float", "J", "energy read over all windows"),
         _c("energy_net_j", "float", "J", "gross minus idle power x window time"),
-        _c("energy_cv", "float", "", "coefficient of variation of the per-window figure"),
+        _c("energy_cv", "float", "", "coefficient of variation of the per-window figure (generate: decode)"),
+        _c("energy_ci_method", "str", "", "how the energy intervals (every energy `_ci_low`/`_ci_high`) were made "
+           "(docs/protocol.md §3)"),
+        _c("energy_ci_level", "float", "", "the coverage the interval method states (docs/protocol.md §3 gives what "
+           "simulation finds)"),
+        _c("energy_ci_lag1", "float", "", "lag-1 autocorrelation of the windows the interval corrected for "
+           "(generate: decode)"),
+        _c("energy_ci_idle_share", "float", "fraction", "share of the interval's variance from the idle baseline"),
+        _c("ci_target", "float", "fraction", "profile.target_ci: the relative half-width windows were added for"),
+        _c("ci_target_met", "bool", "", "the interval reached ci_target (generate: both phases'); false: flagged, "
+           "measure longer"),
+        _c("ci_stop", "str", "", "why windows stopped: target | time cap (profile.max_seconds) | idle baseline "
+           "(its error alone exceeds the target); generate: per phase that missed"),
     ],
     "speed and energy": [
         _c("latency_ms_p50", "float", "ms", "median latency of a call (generate: of a decode step)"),
@@ -116,7 +135,7 @@ GROUPS: dict[str, list[Column]] = {
         _c("latency_ms_p99", "float", "ms", "99th percentile latency"),
         _c("throughput_samples_s", "float", "1/s", "sequences (generate: requests) per second"),
         _c("throughput_tokens_s", "float", "1/s", "input tokens (generate: generated tokens) per second"),
-        *with_interval("energy_j_per_inference", "J", "median over windows of net joules per sequence "
+        *with_interval("energy_j_per_inference", "J", "mean over windows of net joules per sequence "
                      "(generate: per request)"),
         _c("energy_j_per_token", "float", "J", "net joules per input token (generate: per generated token, "
            "prefill included)"),
@@ -176,9 +195,13 @@ GROUPS: dict[str, list[Column]] = {
     "validity": [
         _c("invalid_reasons", "str", "", "why the row is invalid; empty when it is not (docs/protocol.md §5)"),
         _c("windows_nonpositive", "int", "", "windows with zero or negative energy"),
+        _c("windows_net_nonpositive", "int", "", "windows whose net energy (above the idle baseline) is zero or "
+           "negative"),
+        _c("energy_ci_includes_zero", "bool", "", "a phase's net energy interval reaches zero"),
         _c("windows_power_out_of_bounds", "int", "", "windows with average power outside [0.1 x idle, 1.2 x rated]"),
         _c("rated_power_w", "float", "W", "ceiling power is checked against (RAPL limit, GPU limit, estimate P_max)"),
-        _c("energy_cv_high", "bool", "", "energy_cv above profile.max_cv (flag only)"),
+        _c("energy_cv_high", "bool", "", "a phase's window CV above profile.max_cv (flag only)"),
+        _c("energy_cv_high_phases", "str", "", "generate: the phases whose CV is high (prefill, decode)"),
         _c("cpu_other_cores", "float", "cores", "other processes' CPU use during the windows"),
         _c("cpu_contended", "bool", "", "cpu_other_cores above profile.max_other_cpu_cores (flag only)"),
         _c("nvml_window_updates_min", "int", "", "fewest NVML energy-counter updates seen in one window (idle "

@@ -130,13 +130,12 @@ def measure_run(cfg: BenchConfig, checked: Checked, run_id: str) -> dict[str, An
         min_window_s = cfg.profile.min_window_s_cuda if device.startswith("cuda") else cfg.profile.min_window_s
         ctx = scenarios.RunContext(cfg, device, checked.model_config, checked.tokenizer, checked.eval_set, meter,
                                    min_window_s, build)
-        columns, m, backend = checked.scenario.run(model, ctx)
+        columns, phases, backend = checked.scenario.run(model, ctx)
         row.update(columns, **meter.device_state("end"))
         job = quality.EvalJob(cfg.eval, checked.eval_set, checked.tokenizer, backend, reference, device,
                               cfg.batch_size, cfg.seq_len, identity) if checked.eval_set else None
         row.update(quality.score(job))
-        row.update(validity(m, meter.rated_power_w, row.get("gpu_other_processes_end"), row["energy_cv"],
-                            cfg.profile.max_cv, cfg.profile.max_other_cpu_cores))
+        row.update(validity(phases, meter.rated_power_w, row.get("gpu_other_processes_end"), cfg.profile))
         if row["cpu_contended"]:
             log.warning("run %s: other processes used %.2f cores during the windows: latency and energy are "
                         "inflated (cpu_contended)", run_id[:8], row["cpu_other_cores"])

@@ -16,10 +16,10 @@ import torch
 
 from bench.backends.pytorch import PyTorchBackend
 from bench.config import MeterConfig, ModelConfig, ProfileConfig
-from bench.measure import measure, summarise
+from bench.measure import idle_baseline, measure, summarise
 from bench.meters import open_meter
 from bench.models import load_config, load_model
-from bench.workloads.classify import synthetic_batch
+from bench.inputs import synthetic_batch
 
 
 def bare_latencies_ms(model: torch.nn.Module, inputs: dict[str, torch.Tensor], calls: int) -> list[float]:
@@ -47,9 +47,10 @@ def main() -> None:
     backend = PyTorchBackend(model, "cpu")
     call = backend.prepare(batch.inputs)
     meter = open_meter(MeterConfig(), "cpu", cores_in_use=torch.get_num_threads())
-    # One window of exactly `calls` calls, so both sides time the same number of calls.
-    profile = ProfileConfig(name="overhead", warmup_calls=0, warmup_s=0, idle_s=0.2, windows=1,
-                            min_window_s=0, min_calls=args.calls)
+    # One window of exactly `calls` calls (no warm-up beyond one call, no time for a second window), so both
+    # sides time the same number of calls.
+    profile = ProfileConfig(name="overhead", warmup_calls=0, warmup_s=0, warmup_max_s=0, idle_s=0.2, idle_segments=2,
+                            min_windows=1, min_window_s=0, min_calls=args.calls, max_seconds=0)
     bare_latencies_ms(model, batch.inputs, 20)  # warm-up for both sides
     bare: list[float] = []
     harness: list[float] = []
@@ -57,7 +58,8 @@ def main() -> None:
           f"per side, meter {meter.source}")
     for _ in range(args.rounds):
         bare += bare_latencies_ms(model, batch.inputs, args.calls)
-        harness += summarise(measure(call, backend.sync, meter, profile, 0), batch.samples, batch.tokens,
+        idle = idle_baseline(meter, backend.sync, profile, on_cuda=False)
+        harness += summarise(measure(call, backend.sync, meter, profile, 0, idle), batch.samples, batch.tokens,
                              profile)["latency_ms_samples"]
     meter.close()
     bare_p50, harness_p50 = statistics.median(bare), statistics.median(harness)

@@ -17,6 +17,7 @@ from bench.results import load
 from bench.variants.quant import apply_quant
 from bench.scenarios.generate import DecodeSteps, Generation, check_model, prompts
 from tests.conftest import SHARED_DATA, run_bench
+from tests.profiles import TINY
 
 WIKITEXT = SHARED_DATA / "wikitext2_test" / "wiki.test.raw"
 TEXT = ("The tower is 324 metres tall, about the same height as an 81-storey building, and the tallest structure "
@@ -307,15 +308,12 @@ def test_named_shapes_build_from_their_config_with_keyword_overrides():
 
 
 def test_a_random_weight_decoder_generates_from_random_prompts_without_quality(tmp_path):
-    from bench.config import ProfileConfig
     from bench.run import run
 
-    quick = ProfileConfig(name="quick", warmup_calls=1, warmup_s=0, idle_s=0.05, windows=2, min_window_s=0.02,
-                          min_calls=2)
     model = ModelConfig(name="tiny", name_or_path="tiny", weights="random", random_init_config="LlamaConfig",
                         random_init_kwargs=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                                                 num_attention_heads=2, num_key_value_heads=1, vocab_size=1000))
-    cfg = BenchConfig(model=model, profile=quick, scenario=ScenarioConfig(name="generate", prompt_len=8, new_tokens=3),
+    cfg = BenchConfig(model=model, profile=TINY, scenario=ScenarioConfig(name="generate", prompt_len=8, new_tokens=3),
                       eval=EvalConfig(name="perplexity", kind="perplexity", path="/nonexistent"), batch_size=2)
     row = run(cfg, tmp_path)
     assert row["status"] == "ok" and row["prompt_source"] == "random" and row["quality_metric"] == "none"

@@ -11,7 +11,7 @@ import torch
 from scipy.stats import binom, spearmanr
 from transformers import AutoModel, AutoTokenizer
 
-from bench.config import BenchConfig, ConfigError, EvalConfig, ModelConfig, ProfileConfig, validate_values
+from bench.config import BenchConfig, ConfigError, EvalConfig, ModelConfig, validate_values
 from bench.quality import scored
 from bench.quality.datasets import load_eval, stratified_split
 from bench.quality.evaluate import reference
@@ -19,9 +19,7 @@ from bench.quality.intervals import Interval, bootstrap, spearman_rows, wilson
 from bench.results import load
 from bench.run import run
 from tests.conftest import EVAL_CACHE
-
-QUICK = ProfileConfig(name="quick", warmup_calls=1, warmup_s=0, idle_s=0.05, windows=2, min_window_s=0.02,
-                      min_calls=2)
+from tests.profiles import TINY
 
 
 def test_stratified_split_is_seeded_and_keeps_label_shares():
@@ -176,7 +174,7 @@ def test_sts_scores_must_be_numbers(tmp_path):
 
 
 def _run(tmp_path, model_dir, eval_cfg, quant="fp32"):
-    cfg = BenchConfig(model=ModelConfig(name="tiny", name_or_path=str(model_dir)), profile=QUICK, eval=eval_cfg,
+    cfg = BenchConfig(model=ModelConfig(name="tiny", name_or_path=str(model_dir)), profile=TINY, eval=eval_cfg,
                       quant=quant, batch_size=8, seq_len=32)
     return run(cfg, tmp_path / quant)
 

@@ -16,7 +16,7 @@ from tests.conftest import PROJECT, run_bench
 
 def test_killed_sweep_resumes_with_every_configuration_exactly_once(tiny_model_dir, tmp_path):
     args = [f"model.name_or_path={tiny_model_dir}", "model.name=tiny", "eval=none", "quant=fp32,int8,bf16",
-            "batch_size=1", "seq_len=16", "profile=quick", "profile.windows=4", "profile.min_window_s=0.5",
+            "batch_size=1", "seq_len=16", "profile=quick", "profile.min_windows=4", "profile.min_window_s=0.5",
             f"results_dir={tmp_path}", "resume=true", "-m"]
     proc = subprocess.Popen([sys.executable, "-m", "bench", *args], cwd=PROJECT, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -55,8 +55,8 @@ class Scenario(Protocol):
     def shape(self, cfg: Any) -> dict[str, int]:
         """The request's shape as row columns (part of the configuration key)."""
 
-    def run(self, model: Any, ctx: RunContext) -> tuple[dict[str, Any], Any, Any]:
-        """Builds the variant, measures it with the protocol: (row columns, combined Measurement, backend)."""
+    def run(self, model: Any, ctx: RunContext) -> tuple[dict[str, Any], list[Any], Any]:
+        """Builds the variant, measures it with the protocol: (row columns, each phase's Measurement, backend)."""
 
     def progress(self, row: dict[str, Any]) -> str:
         """The line logged when a run ends."""

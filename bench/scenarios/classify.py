@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from bench import footprint, models
-from bench.measure import Measurement, measure, summarise
+from bench.measure import Measurement, idle_baseline, measure, summarise
 from bench.inputs import synthetic_batch
 from bench.row import Column
 from bench.scenarios import EnergyAxis, RunContext
@@ -55,7 +55,7 @@ def shape(cfg: Any) -> dict[str, int]:
     return {"seq_len": cfg.seq_len}
 
 
-def run(model: Any, ctx: RunContext) -> tuple[dict[str, Any], Measurement, Any]:
+def run(model: Any, ctx: RunContext) -> tuple[dict[str, Any], list[Measurement], Any]:
     cfg = ctx.cfg
     t0 = time.perf_counter()
     batch = synthetic_batch(ctx.model_config, cfg.batch_size, cfg.seq_len, cfg.seed)
@@ -65,10 +65,11 @@ def run(model: Any, ctx: RunContext) -> tuple[dict[str, Any], Measurement, Any]:
     row.update(built)
     call = backend.prepare(batch.inputs)
     row["prepare_seconds"] = time.perf_counter() - t0
-    m = measure(call, backend.sync, ctx.meter, cfg.profile, ctx.min_window_s)
-    row.update(summarise(m, batch.samples, batch.tokens, cfg.profile, cfg.seed))
+    idle = idle_baseline(ctx.meter, backend.sync, cfg.profile, ctx.device.startswith("cuda"))
+    m = measure(call, backend.sync, ctx.meter, cfg.profile, ctx.min_window_s, idle)
+    row.update(summarise(m, batch.samples, batch.tokens, cfg.profile))
     row["energy_j_per_gflop"] = row["energy_j_per_inference"] / (row["flops_per_inference"] / 1e9)
-    return row, m, backend
+    return row, [m], backend
 
 
 def progress(row: dict[str, Any]) -> str:

@@ -19,7 +19,8 @@ from transformers import DynamicCache, PretrainedConfig, PreTrainedModel
 from bench import models
 from bench.config import PROMPT_SOURCES, BenchConfig, ConfigError, ProfileConfig, choice
 from bench.inputs import synthetic_batch
-from bench.measure import Measurement, combine, measure, median_ci_cv, summarise
+from bench.measure import (CI_METHOD, Measurement, add, idle_baseline, interval, interval_columns, measure,
+                           summarise)
 from bench.meters import EnergyMeter
 from bench.quality.perplexity import text_ids
 from bench.row import Column, with_interval
@@ -40,16 +41,19 @@ COLUMNS = [
     Column("request_latency_ms", "float", "ms", "mean TTFT + (new_tokens - 1) x mean ITL"),
     Column("prefill_tokens_s", "float", "1/s", "prompt tokens per second in prefill"),
     Column("decode_tokens_s", "float", "1/s", "generated tokens per second in decode"),
-    *with_interval("energy_j_per_input_token", "J", "prefill: median of net joules per prompt token"),
-    *with_interval("energy_j_per_output_token", "J", "decode: median of net joules per generated token"),
-    *with_interval("energy_j_per_request", "J", "prefill per prompt + (new_tokens - 1) x decode per token, "
-                   "window pair by window pair"),
+    *with_interval("energy_j_per_input_token", "J", "prefill: mean over windows of net joules per prompt token"),
+    *with_interval("energy_j_per_output_token", "J", "decode: mean over windows of net joules per generated token"),
+    *with_interval("energy_j_per_request", "J", "prefill per prompt + (new_tokens - 1) x decode per token; its "
+                   "interval combines both phases' and the idle baseline's errors"),
     Column("prefill_energy_cv", "float", "", "CV of the prefill windows"),
     Column("decode_energy_cv", "float", "", "CV of the decode windows"),
+    Column("prefill_ci_target_met", "bool", "", "the prefill interval reached profile.target_ci"),
+    Column("decode_ci_target_met", "bool", "", "the decode interval reached profile.target_ci"),
     Column("prefill_window_calls", "list[int]", "calls", "calls per prefill window"),
     Column("prefill_window_seconds", "list[float]", "s", "duration of each prefill window"),
     Column("prefill_window_j_per_sequence", "list[float]", "J", "net joules per prompt of each prefill window"),
-    Column("decode_window_j_per_token", "list[float]", "J", "net joules per generated token of each decode window"),
+    Column("decode_window_j_per_token", "list[float]", "J", "net joules per generated token of each decode window "
+           "(each window is whole requests: every cache length equally often)"),
 ]
 # The two phases, joules per output token (decode) with its interval, and per request; `<col>_vs_fp32` is the
 # row's value over the fp32 row of the same configuration in the table.
@@ -96,7 +100,7 @@ def shape(cfg: BenchConfig) -> dict[str, int]:
     return {"prompt_len": s.prompt_len, "new_tokens": s.new_tokens, "seq_len": s.prompt_len + s.new_tokens}
 
 
-def run(model: PreTrainedModel, ctx: RunContext) -> tuple[dict[str, Any], Measurement, Any]:
+def run(model: PreTrainedModel, ctx: RunContext) -> tuple[dict[str, Any], list[Measurement], Any]:
     cfg, s = ctx.cfg, ctx.cfg.scenario
     t0 = time.perf_counter()
     backend, row = ctx.build(model, {})
@@ -105,9 +109,10 @@ def run(model: PreTrainedModel, ctx: RunContext) -> tuple[dict[str, Any], Measur
                      text if s.prompt_source != "random" else None)
     generation = Generation(backend.model, ctx.device, chosen.ids)
     row.update(prompt_source=chosen.source, prepare_seconds=time.perf_counter() - t0)
-    phases = measure_phases(generation, s.new_tokens, backend.sync, ctx.meter, cfg.profile, ctx.min_window_s)
-    row.update(columns(*phases, cfg.batch_size, s.prompt_len, s.new_tokens, cfg.profile, cfg.seed))
-    return row, combine(*phases), backend
+    phases = measure_phases(generation, s.new_tokens, backend.sync, ctx.meter, cfg.profile, ctx.min_window_s,
+                            ctx.device.startswith("cuda"))
+    row.update(columns(*phases, cfg.batch_size, s.prompt_len, s.new_tokens, cfg.profile))
+    return row, list(phases), backend
 
 
 def progress(row: dict[str, Any]) -> str:
@@ -208,29 +213,39 @@ class DecodeSteps:
 
 
 def measure_phases(generation: Generation, new_tokens: int, sync: Callable[[], None], meter: EnergyMeter,
-                   profile: ProfileConfig, min_window_s: float) -> tuple[Measurement, Measurement]:
-    """The full protocol (warm-up, idle, windows) once per phase, prefill first."""
-    prefill = measure(generation.prefill, sync, meter, profile, min_window_s)
-    decode = measure(DecodeSteps(generation, new_tokens), sync, meter, profile, min_window_s)
+                   profile: ProfileConfig, min_window_s: float, on_cuda: bool) -> tuple[Measurement, Measurement]:
+    """One idle baseline, then the protocol's warm-up and windows once per phase, prefill first.
+
+    The phases share the time cap, prefill taking at most half of it. A decode window is whole requests (a
+    multiple of new_tokens - 1 steps, starting at a request's first step), so every window covers every cache
+    length equally often and windows are alike.
+    """
+    idle = idle_baseline(meter, sync, profile, on_cuda)
+    prefill = measure(generation.prefill, sync, meter, profile, min_window_s, idle,
+                      max_seconds=profile.max_seconds / 2, phase="prefill")
+    decode = measure(DecodeSteps(generation, new_tokens), sync, meter, profile, min_window_s, idle,
+                     multiple=new_tokens - 1, max_seconds=profile.max_seconds - prefill.seconds, phase="decode")
     return prefill, decode
 
 
 def columns(prefill: Measurement, decode: Measurement, batch_size: int, prompt_len: int, new_tokens: int,
-            profile: ProfileConfig, seed: int = 0) -> dict[str, Any]:
+            profile: ProfileConfig) -> dict[str, Any]:
     """The row's speed and energy columns of a generate run, from the two phases' windows.
 
-    Energy per request = prefill joules per sequence + (new_tokens - 1) x decode joules per token, per window
-    pair (window i of each phase), so its median and interval come from the same bootstrap as any other.
+    Energy per request = prefill joules per sequence + (new_tokens - 1) x decode joules per token. The phases'
+    windows are independent but share the idle baseline, so the request's interval adds their window variances
+    and counts the idle error once, with the weight both phases give it (docs/protocol.md §3).
     """
-    p = summarise(prefill, batch_size, batch_size * prompt_len, profile, seed)
-    d = summarise(decode, batch_size, batch_size, profile, seed)
-    per_request = [jp + (new_tokens - 1) * jd for jp, jd in zip(p["window_j_per_inference"],
-                                                                 d["window_j_per_inference"])]
-    request_j, low, high, cv = median_ci_cv(per_request, profile, seed)
+    p = summarise(prefill, batch_size, batch_size * prompt_len, profile)
+    d = summarise(decode, batch_size, batch_size, profile)
+    per_sequence, per_token = prefill.figure().scaled(1 / batch_size), decode.figure().scaled(1 / batch_size)
+    request = add(per_sequence, per_token.scaled(new_tokens - 1))
+    found = interval(request, prefill.idle, profile.confidence)
     # Mean seconds per batch of requests: one prefill call and new_tokens - 1 decode calls.
     request_s = p["measured_seconds"] / p["calls"] + (new_tokens - 1) * d["measured_seconds"] / d["calls"]
     gross = p["energy_gross_j"] + d["energy_gross_j"]
     seconds = p["measured_seconds"] + d["measured_seconds"]
+    missed = [f"{m.phase}: {m.stop}" for m in (prefill, decode) if m.stop != "target"]
     return {
         "prompt_len": prompt_len,
         "new_tokens": new_tokens,
@@ -243,26 +258,29 @@ def columns(prefill: Measurement, decode: Measurement, batch_size: int, prompt_l
         "request_latency_ms": request_s * 1e3,
         "prefill_tokens_s": p["throughput_tokens_s"],
         "decode_tokens_s": d["throughput_tokens_s"],
-        # Per input token: every window's value is its per-sequence value / prompt_len, so the interval scales.
-        "energy_j_per_input_token": p["energy_j_per_token"],
-        "energy_j_per_input_token_ci_low": p["energy_j_per_inference_ci_low"] / prompt_len,
-        "energy_j_per_input_token_ci_high": p["energy_j_per_inference_ci_high"] / prompt_len,
-        "energy_j_per_output_token": d["energy_j_per_inference"],
-        "energy_j_per_output_token_ci_low": d["energy_j_per_inference_ci_low"],
-        "energy_j_per_output_token_ci_high": d["energy_j_per_inference_ci_high"],
-        "energy_j_per_request": request_j,
-        "energy_j_per_request_ci_low": low,
-        "energy_j_per_request_ci_high": high,
+        **interval_columns("energy_j_per_input_token", per_sequence.scaled(1 / prompt_len), prefill.idle,
+                           profile.confidence),
+        **interval_columns("energy_j_per_output_token", per_token, decode.idle, profile.confidence),
+        **interval_columns("energy_j_per_request", request, prefill.idle, profile.confidence),
         "prefill_energy_cv": p["energy_cv"],
         "decode_energy_cv": d["energy_cv"],
+        "prefill_ci_target_met": p["ci_target_met"],
+        "decode_ci_target_met": d["ci_target_met"],
         # The columns every row has, so the summary, the fronts and the regression gate read generate rows too:
         # an inference is a request, a token a generated token (prefill included), a call a decode step.
-        "energy_j_per_inference": request_j,
-        "energy_j_per_inference_ci_low": low,
-        "energy_j_per_inference_ci_high": high,
-        "energy_j_per_token": request_j / new_tokens,
-        "energy_cv": cv,
-        "window_j_per_inference": per_request,
+        **interval_columns("energy_j_per_inference", request, prefill.idle, profile.confidence),
+        "energy_j_per_token": request.mean / new_tokens,
+        "energy_ci_method": CI_METHOD if found else None,
+        "energy_ci_level": found.level if found else None,
+        "energy_ci_lag1": d["energy_ci_lag1"],
+        "energy_ci_idle_share": found.idle_share if found else None,
+        "ci_target": profile.target_ci,
+        "ci_target_met": not missed,
+        "ci_stop": "; ".join(missed) or "target",
+        "energy_cv": d["energy_cv"],
+        # A request's joules as each decode window sees them, the prefill at its mean: the raw samples the gate
+        # resamples (the phases' windows are not paired).
+        "window_j_per_inference": [per_sequence.mean + (new_tokens - 1) * j for j in d["window_j_per_inference"]],
         "throughput_samples_s": batch_size / request_s,
         "throughput_tokens_s": batch_size * new_tokens / request_s,
         "latency_ms_p50": d["latency_ms_p50"],
@@ -278,9 +296,14 @@ def columns(prefill: Measurement, decode: Measurement, batch_size: int, prompt_l
         "decode_window_j_per_token": d["window_j_per_inference"],
         "energy_gross_j": gross,
         "energy_net_j": p["energy_net_j"] + d["energy_net_j"],
-        "idle_power_w": combine(prefill, decode).idle_power_w,
+        "idle_power_w": p["idle_power_w"],
+        "idle_segment_w": p["idle_segment_w"],
+        "idle_seconds": p["idle_seconds"],
         "avg_power_w": gross / seconds,
-        "windows": p["windows"],
+        "windows": d["windows"],
         "calls": p["calls"] + d["calls"],
         "measured_seconds": seconds,
+        "warmup_calls": p["warmup_calls"] + d["warmup_calls"],
+        "warmup_seconds": p["warmup_seconds"] + d["warmup_seconds"],
+        "warmup_settled": p["warmup_settled"] and d["warmup_settled"],
     }
