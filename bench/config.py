@@ -6,6 +6,7 @@ Hydra composes `conf/` on top of these schemas (so a typo in a key or a wrong ty
 
 from __future__ import annotations
 
+import importlib.resources
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -312,7 +313,15 @@ def validate_for_device(cfg: BenchConfig, device: str) -> None:
                           f"quant={cfg.quant!r} is not supported")
 
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+def _conf_dir() -> Path:
+    """conf/, installed inside the package as `bench.conf` (wheel and editable install alike)."""
+    try:
+        return Path(str(importlib.resources.files("bench.conf")))
+    except ModuleNotFoundError:  # a checkout on sys.path without being installed: conf/ beside the package
+        return Path(__file__).resolve().parent.parent / "conf"
+
+
+CONF_DIR = _conf_dir()
 
 
 def load_profile(name: str) -> ProfileConfig:

@@ -36,7 +36,9 @@ def device_name(device: str | None) -> str | None:
 
 
 def git_commit() -> str | None:
-    """The project's commit, with `-dirty` when the tree has uncommitted changes."""
+    """The project's commit, with `-dirty` when the tree has uncommitted changes; None for an installed copy."""
+    if not (PROJECT_ROOT / ".git").exists():  # site-packages: a repository around it (a venv in it) is not ours
+        return None
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True,
                                 timeout=5, check=True).stdout.strip()
