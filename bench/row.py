@@ -142,7 +142,7 @@ GROUPS: dict[str, list[Column]] = {
     ],
     "variant": [
         _c("quantized_layers", "int", "", "layers (weight matrices for ONNX) the quantizer converted"),
-        _c("prune_removed", "int", "", "heads, neurons or 2:4 groups removed"),
+        _c("prune_removed", "int", "", "heads or neurons removed (2:4: Linear layers converted)"),
         _c("params_total", "int", "", "parameters of the (pruned) model"),
         _c("params_nonzero", "int", "", "nonzero parameters"),
         _c("linear_sparsity", "float", "fraction", "share of zeros among Linear weights"),

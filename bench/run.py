@@ -135,7 +135,8 @@ def measure_run(cfg: BenchConfig, checked: Checked, run_id: str) -> dict[str, An
         job = quality.EvalJob(cfg.eval, checked.eval_set, checked.tokenizer, backend, reference, device,
                               cfg.batch_size, cfg.seq_len, identity) if checked.eval_set else None
         row.update(quality.score(job))
-        row.update(validity(phases, meter.rated_power_w, row.get("gpu_other_processes_end"), cfg.profile))
+        foreign = max((row.get(f"gpu_other_processes_{w}") or 0 for w in ("start", "end")), default=0)
+        row.update(validity(phases, meter.rated_power_w, foreign, cfg.profile))
         if row["cpu_contended"]:
             log.warning("run %s: other processes used %.2f cores during the windows: latency and energy are "
                         "inflated (cpu_contended)", run_id[:8], row["cpu_other_cores"])
