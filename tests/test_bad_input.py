@@ -27,6 +27,7 @@ CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("overrides,expected", CASES, ids=[" ".join(c[0]) for c in CASES])
 def test_cli_rejects_bad_input_quickly_and_writes_nothing(overrides, expected, tmp_path):
     t0 = time.perf_counter()

@@ -9,13 +9,12 @@ from analysis.axes import with_energy
 from analysis.costs import CostSettings, with_costs
 from analysis.limits import cpu_entry, load_peaks, with_limits
 from analysis.pareto import quality_ratio, with_fronts
+from tests.rows import ON_H200, OMIT, frame_of
 
 
 def _rows(**columns):
-    base = {"status": "ok", "model": "m", "quant": "bf16", "backend": "pytorch", "batch_size": 1,
-            "device": "cuda:0", "device_name": "NVIDIA H200"}
-    n = max(len(v) if isinstance(v, list) else 1 for v in columns.values())
-    return pd.DataFrame({**{k: [v] * n for k, v in base.items()}, **columns})
+    """Rows of bf16 runs on an H200; a list value gives each row its own."""
+    return frame_of(**{**ON_H200, "model": "m", "quant": "bf16", "backend": "pytorch", "batch_size": 1, **columns})
 
 
 def test_cost_and_carbon_per_million_and_per_day():
@@ -126,5 +125,5 @@ def test_decode_is_bounded_by_memory_bandwidth_over_model_bytes_times_batch():
     assert out["decode_bound_tokens_s"][0] == pytest.approx(4800e9 / 2e9 * 4)  # 9600 tokens/s
     assert out["fraction_of_decode_bound"][0] == pytest.approx(0.5)
     assert math.isnan(out["decode_bound_tokens_s"][1])  # an encoder does not decode
-    no_bytes = with_limits(_rows(scenario="generate", decode_tokens_s=10.0), load_peaks())
+    no_bytes = with_limits(_rows(scenario="generate", decode_tokens_s=10.0, model_bytes=OMIT), load_peaks())
     assert "no model_bytes" in no_bytes["limit_note"][0]

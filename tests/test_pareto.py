@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from analysis.__main__ import main
 from analysis.pareto import pareto_front, with_fronts
 from bench.results import load, write_row
+from tests.rows import frame_of, make_row
 
 values = st.one_of(st.floats(0, 10, allow_nan=False), st.just(math.nan), st.sampled_from([1.0, 2.0]))
 points = st.lists(st.tuples(values, st.floats(0.01, 10, allow_nan=False) | st.sampled_from([1.0, 2.0])),
@@ -39,23 +40,22 @@ def test_ties_stay_on_the_front_together():
 
 
 def test_lower_is_better_metrics_are_flipped_and_unusable_rows_counted():
-    rows = pd.DataFrame({
-        "status": ["ok", "ok", "ok", "failed"], "model": "m", "eval": "wiki", "device": "cpu",
-        "quality_metric": "perplexity", "quality": [10.0, 12.0, np.nan, np.nan],
-        "energy_j_per_inference": [1.0, 0.5, 0.1, np.nan]})
+    rows = frame_of(status=["ok", "ok", "ok", "failed"], model="m", eval="wiki", device="cpu",
+                    quality_metric="perplexity", quality=[10.0, 12.0, np.nan, np.nan],
+                    energy_j_per_inference=[1.0, 0.5, 0.1, np.nan])
     out, excluded = with_fronts(rows)
     assert out["on_pareto_front"].tolist() == [True, True, False, False] and excluded == 2
 
 
 def _row(i, quant, batch, quality, energy, measured=True):
-    return {"status": "ok", "run_id": str(i), "model": "minilm", "eval": "bbc-topics", "device": "cpu",
-            "device_name": "AMD EPYC", "quant": quant, "batch_size": batch, "backend": "pytorch",
-            "quality_metric": "accuracy", "quality": quality, "quality_ref": 0.97, "quality_gate": 0.99,
-            "quality_ratio": quality / 0.97, "passes_quality_gate": quality / 0.97 >= 0.99,
-            "energy_j_per_inference": energy, "energy_j_per_inference_ci_low": energy * 0.9,
-            "energy_j_per_inference_ci_high": energy * 1.1, "energy_j_per_token": energy / 128,
-            "latency_ms_p50": energy * 100, "energy_source": "rapl" if measured else "estimate",
-            "energy_measured": measured, "latency_ms_samples": [1.0, 2.0]}
+    return make_row(run_id=str(i), model="minilm", eval="bbc-topics", device="cpu", device_name="AMD EPYC",
+                    quant=quant, batch_size=batch, backend="pytorch", quality_metric="accuracy", quality=quality,
+                    quality_ref=0.97, quality_gate=0.99, quality_ratio=quality / 0.97,
+                    passes_quality_gate=quality / 0.97 >= 0.99, energy_j_per_inference=energy,
+                    energy_j_per_inference_ci_low=energy * 0.9, energy_j_per_inference_ci_high=energy * 1.1,
+                    energy_j_per_token=energy / 128, latency_ms_p50=energy * 100,
+                    energy_source="rapl" if measured else "estimate", energy_measured=measured,
+                    latency_ms_samples=[1.0, 2.0])
 
 
 def test_analysis_writes_fronts_plots_and_reports(tmp_path):

@@ -1,9 +1,12 @@
 import json
 import shutil
 
+import pytest
+
 from tests.conftest import PROJECT
 
 pytest_plugins = ["pytester"]
+pytestmark = pytest.mark.slow  # each test runs pytest again in a subprocess
 
 
 def test_energy_benchmark_adds_joules_to_the_benchmark_json(pytester):

@@ -8,16 +8,17 @@ import pytest
 from analysis.costs import CostSettings
 from analysis.recommend import BadInput, Bounds, format_text, main, recommend
 from bench.results import write_row
+from tests.rows import make_row
 
 
 def _row(name, quant, batch, energy, p99, ratio, measured=True, device="cpu", device_name="AMD EPYC", **extra):
-    return {"status": "ok", "run_id": name, "config_hash": name, "model": "minilm", "quant": quant,
-            "batch_size": batch, "backend": "pytorch", "device": device, "device_name": device_name,
-            "eval": "bbc-topics", "quality_metric": "accuracy", "quality": 0.97 * ratio, "quality_ref": 0.97,
-            "quality_ratio": ratio, "energy_j_per_inference": energy, "energy_j_per_inference_ci_low": energy * 0.95,
-            "energy_j_per_inference_ci_high": energy * 1.05, "latency_ms_p50": p99 / 2, "latency_ms_p90": p99 * 0.8,
-            "latency_ms_p99": p99, "energy_source": "rapl" if measured else "estimate", "energy_measured": measured,
-            **extra}
+    return make_row(**{"run_id": name, "model": "minilm", "quant": quant, "batch_size": batch,
+                       "backend": "pytorch", "device": device, "device_name": device_name, "eval": "bbc-topics",
+                       "quality_metric": "accuracy", "quality": 0.97 * ratio, "quality_ref": 0.97,
+                       "quality_ratio": ratio, "energy_j_per_inference": energy,
+                       "energy_j_per_inference_ci_low": energy * 0.95, "energy_j_per_inference_ci_high": energy * 1.05,
+                       "latency_ms_p50": p99 / 2, "latency_ms_p90": p99 * 0.8, "latency_ms_p99": p99,
+                       "energy_source": "rapl" if measured else "estimate", "energy_measured": measured, **extra})
 
 
 ROWS = [

@@ -2,16 +2,16 @@
 
 from analysis.__main__ import main
 from bench.results import write_row
+from tests.rows import ON_H200, make_row
 
 
 def _row(run_id, quant, energy, **extra):
-    return {"status": "ok", "run_id": run_id, "model": "tiny", "eval": "e", "device": "cuda:0",
-            "device_name": "NVIDIA H200", "quant": quant, "batch_size": 1, "backend": "pytorch",
-            "quality_metric": "accuracy", "quality": 0.9, "quality_ref": 0.9, "quality_ratio": 1.0,
-            "passes_quality_gate": True, "energy_j_per_inference": energy, "energy_j_per_inference_ci_low": energy,
-            "energy_j_per_inference_ci_high": energy, "energy_j_per_token": energy / 100, "latency_ms_p50": 5.0,
-            "energy_source": "nvml_counter", "energy_measured": True, "flops_per_inference": 1e9,
-            "throughput_samples_s": 1000.0, **extra}
+    return make_row(**{**ON_H200, "run_id": run_id, "model": "tiny", "eval": "e", "quant": quant, "batch_size": 1,
+                       "backend": "pytorch", "quality_metric": "accuracy", "quality": 0.9, "quality_ref": 0.9,
+                       "quality_ratio": 1.0, "passes_quality_gate": True, "energy_j_per_inference": energy,
+                       "energy_j_per_inference_ci_low": energy, "energy_j_per_inference_ci_high": energy,
+                       "energy_j_per_token": energy / 100, "latency_ms_p50": 5.0, "energy_measured": True,
+                       "flops_per_inference": 1e9, "throughput_samples_s": 1000.0, **extra})
 
 
 def test_summary_and_report_show_cost_carbon_and_distance_to_the_limit(tmp_path, capsys):
@@ -33,7 +33,7 @@ def test_summary_and_report_show_cost_carbon_and_distance_to_the_limit(tmp_path,
     assert "per million output tokens" in summary and "at 0.3 per kWh and 200 gCO2e/kWh" in summary
     assert "### Distance to the limit: e on NVIDIA H200" in summary
     # bf16: 1e9 FLOP / 0.036 J = 27.78 GFLOP/J against 989.5e12 / 700 W = 1414 GFLOP/J
-    assert "| tiny | bf16 | - | 1 | pytorch | bf16 | H200 | 1 | 0.1% | 27.78 | 1414 | 2.0% |" in summary
+    assert "| tiny | bf16 | none | 1 | pytorch | bf16 | H200 | 1 | 0.1% | 27.78 | 1414 | 2.0% |" in summary
     assert "| decode tok/s | bound tok/s | % of bound |" in summary
     assert "| 1200 | 2400 | 50.0% |" in summary  # 4800 GB/s / 2 GB × batch 1
     assert "Peaks: https://www.nvidia.com/en-us/data-center/h200/" in summary and "(dense)" in summary

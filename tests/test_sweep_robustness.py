@@ -14,6 +14,7 @@ from bench.run import record_failure
 from tests.conftest import PROJECT, run_bench
 
 
+@pytest.mark.slow
 def test_killed_sweep_resumes_with_every_configuration_exactly_once(tiny_model_dir, tmp_path):
     args = [f"model.name_or_path={tiny_model_dir}", "model.name=tiny", "eval=none", "quant=fp32,int8,bf16",
             "batch_size=1", "seq_len=16", "profile=quick", "profile.min_windows=4", "profile.min_window_s=0.5",
@@ -39,6 +40,7 @@ def test_killed_sweep_resumes_with_every_configuration_exactly_once(tiny_model_d
     assert "Sweep summary (3 rows" in result.stdout
 
 
+@pytest.mark.slow
 def test_unwritable_results_dir_is_refused_before_work(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
@@ -47,6 +49,7 @@ def test_unwritable_results_dir_is_refused_before_work(tmp_path):
     assert "results_dir=" in result.stderr and "not writable" in result.stderr
 
 
+@pytest.mark.slow
 def test_a_single_run_with_bad_input_leaves_no_directory(tmp_path):
     result = run_bench("quant=int9", f"results_dir={tmp_path}")
     assert result.returncode == 2 and "quant='int9'" in result.stderr
@@ -69,6 +72,7 @@ def test_resume_ignores_where_results_go():
     assert config_hash(BenchConfig(batch_size=2)) != config_hash(BenchConfig())
 
 
+@pytest.mark.slow
 def test_submitit_local_sweep_writes_both_rows_into_one_tree(tiny_model_dir, tmp_path):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="pip install -e '.[cluster]'")
     result = run_bench("hydra/launcher=submitit_local", f"model.name_or_path={tiny_model_dir}", "model.name=tiny",
