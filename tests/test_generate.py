@@ -314,7 +314,8 @@ def test_a_random_weight_decoder_generates_from_random_prompts_without_quality(t
                         random_init_kwargs=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                                                 num_attention_heads=2, num_key_value_heads=1, vocab_size=1000))
     cfg = BenchConfig(model=model, profile=TINY, scenario=ScenarioConfig(name="generate", prompt_len=8, new_tokens=3),
-                      eval=EvalConfig(name="perplexity", kind="perplexity", path="/nonexistent"), batch_size=2)
+                      eval=EvalConfig(name="perplexity", kind="perplexity", path="/nonexistent"), batch_size=2,
+                      threads=1)
     row = run(cfg, tmp_path)
     assert row["status"] == "ok" and row["prompt_source"] == "random" and row["quality_metric"] == "none"
     assert row["energy_j_per_output_token"] > 0 and len(row["ttft_ms_samples"]) == sum(row["prefill_window_calls"])
