@@ -247,7 +247,7 @@ def _warm_up(calls: _Calls, profile: ProfileConfig, cap_s: float) -> tuple[int, 
         floors = made >= profile.warmup_calls and elapsed >= profile.warmup_s
         if floors and len(units) >= 2 * g:
             before, last = statistics.median(units[-2 * g:-g]), statistics.median(units[-g:])
-            if abs(last / before - 1) <= profile.warmup_tolerance:
+            if before > 0 and abs(last / before - 1) <= profile.warmup_tolerance:
                 return made, elapsed, True
         if elapsed >= cap_s and made >= profile.warmup_calls:
             return made, elapsed, False
