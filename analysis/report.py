@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.digits import ESTIMATE_SIGNIFICANT, fmt, with_interval
+from bench.digits import ESTIMATE_SIGNIFICANT, plain, with_interval
 
 COLUMNS = [
     ("front", "front"), ("model", "model"), ("quant", "quant"), ("prune", "prune"), ("prune_amount", "amount"),
@@ -34,7 +34,7 @@ Group = tuple[str, pd.DataFrame, list[Path]]  # heading, rows, plot files
 
 def _fmt(value: object) -> str:
     if isinstance(value, float):
-        return fmt(value)
+        return plain(value)
     return "-" if value is None or (not isinstance(value, str) and pd.isna(value)) else str(value)
 
 
@@ -73,7 +73,7 @@ def table(rows: pd.DataFrame) -> pd.DataFrame:
         "energy_ci": ["-" if lo == "-" else f"[{lo}, {hi}]" for _, lo, hi in energy],
         "quality": [q[0] for q in quality],
         "quality_ci": ["-" if lo == "-" else f"[{lo}, {hi}]" for _, lo, hi in quality],
-        "energy_j_per_token": [fmt(v, ESTIMATE_SIGNIFICANT if est else 3)
+        "energy_j_per_token": [plain(v, ESTIMATE_SIGNIFICANT if est else 3)
                                for v, est in zip(rows.get("energy_j_per_token", pd.Series(None, rows.index)), estimate)],
         "energy_source": _source(rows),
     })
@@ -144,7 +144,7 @@ def summary_md(groups: list[Group], excluded: int) -> str:
 
 
 def _html_table(t: pd.DataFrame) -> str:
-    return t.to_html(index=False, na_rep="-", float_format=fmt, border=0)
+    return t.to_html(index=False, na_rep="-", float_format=plain, border=0)
 
 
 def _note(text: str) -> str:

@@ -35,10 +35,18 @@ def fmt(value: object, digits: int = DEFAULT_SIGNIFICANT) -> str:
     value = float(value)
     if value == 0:
         return "0"
-    decimals = digits - 1 - math.floor(math.log10(abs(value)))
-    if -4 <= math.floor(math.log10(abs(value))) < 6:
+    magnitude = math.floor(math.log10(abs(value)))
+    if -4 <= magnitude < 6:
+        decimals = digits - 1 - magnitude
         return f"{round(value, decimals):.{max(decimals, 0)}f}"
     return f"{value:.{max(digits - 1, 0)}e}"
+
+
+def plain(value: object, digits: int = DEFAULT_SIGNIFICANT) -> str:
+    """A figure without an interval: `digits` significant digits at most, trailing zeros dropped (0.01, not 0.0100,
+    since no interval says the zeros are known)."""
+    text = fmt(value, digits)
+    return text.rstrip("0").rstrip(".") if "." in text and "e" not in text else text
 
 
 def with_interval(value: object, low: object, high: object, estimate: bool = False) -> tuple[str, str, str]:

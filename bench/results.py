@@ -51,6 +51,12 @@ def migrate(rows: pd.DataFrame) -> pd.DataFrame:
             axis, unit, request = _V1_AXES.get(scenario[i], _V1_AXIS)
             rows.loc[i, ["energy_axis", "energy_unit", "energy_request_axis"]] = [axis, unit, request]
             rows.at[i, "config_key"] = config_key(rows.loc[i])
+        rows.loc[old, "scenario"] = scenario[old]  # schema 1 began without the column: its rows were classify
+        if "eval_tokens" in rows:  # schema 1 scored perplexity from the first context - stride tokens on
+            scored = rows["eval_tokens"].where(rows.index.isin(old))
+            rows["eval_tokens_scored"] = rows.get("eval_tokens_scored", scored).fillna(scored)
+            rows.loc[old[scored[old].notna()], "perplexity_definition"] = "min-context"
+            rows = rows.drop(columns=["eval_tokens"])
         rows.loc[old, "schema_version"] = SCHEMA_VERSION
         rows = rows.drop(columns=["config_hash"], errors="ignore")
     return rows

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from bench import scenarios
-from bench.digits import ESTIMATE_SIGNIFICANT, fmt, with_interval
+from bench.digits import ESTIMATE_SIGNIFICANT, plain, with_interval
 from bench.row import config_key
 
 VS_FP32 = "_vs_fp32"  # a summary column `<column>_vs_fp32`: the row's value over its fp32 row's
@@ -36,7 +36,7 @@ def _printed(row: pd.Series, columns: list[str]) -> dict[str, object]:
             cells[c], cells[f"{c}_ci_low"], cells[f"{c}_ci_high"] = with_interval(
                 value, low, high, estimate and c.startswith("energy"))
         else:
-            cells[c] = fmt(value, ESTIMATE_SIGNIFICANT if estimate and c.startswith("energy") else 3)
+            cells[c] = plain(value, ESTIMATE_SIGNIFICANT if estimate and c.startswith("energy") else 3)
     return cells
 
 

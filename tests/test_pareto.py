@@ -68,15 +68,19 @@ def test_analysis_writes_fronts_plots_and_reports(tmp_path):
     assert fronts["on_pareto_front"].to_dict() == {"0": False, "1": True, "2": False, "3": True}
     assert (tmp_path / "out" / "pareto.csv").is_file()
     pngs = sorted(p.name for p in (tmp_path / "out").glob("*.png"))
-    assert pngs == ["latency_energy_bbc-topics_AMD-EPYC.png", "quality_energy_bbc-topics_AMD-EPYC.png"]
+    # The estimated row has plots and a front of its own: never drawn or ranked with the measured ones.
+    assert pngs == [f"{kind}_energy_bbc-topics_AMD-EPYC_{source}.png"
+                    for kind in ("latency", "quality") for source in ("estimate", "rapl")]
     summary = (tmp_path / "out" / "summary.md").read_text()
-    assert "## bbc-topics on AMD EPYC" in summary and "★" in summary and "estimate (ESTIMATE)" in summary
+    assert "## bbc-topics on AMD EPYC (energy measured by rapl)" in summary and "★" in summary
+    assert "## bbc-topics on AMD EPYC (ESTIMATED energy, a model)" in summary and "estimate (ESTIMATE)" in summary
     lines = [line for line in summary.splitlines() if line.startswith("| ★") or line.startswith("|  |")]
     header = next(line for line in summary.splitlines() if line.startswith("| front")).split("|")
     energy = [h.strip() for h in header].index("J/inference")
-    assert [line.split("|")[energy].strip() for line in lines] == ["0.14", "0.24", "0.37", "1.7"]  # by energy
+    # By energy within each group, to the digits the ±10% intervals support; the estimated group comes first.
+    assert [line.split("|")[energy].strip() for line in lines] == ["0.14", "0.24", "0.37", "1.7"]
     page = (tmp_path / "out" / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 2 and "<table" in page
+    assert page.count("data:image/png;base64,") == 4 and "<table" in page
     assert len(load(tmp_path / "tree")) == 4  # the analysis output is not read back as rows
 
 

@@ -22,7 +22,7 @@ def _row(name, quant, batch, energy, p99, ratio, measured=True, device="cpu", de
 
 
 ROWS = [
-    _row("a", "int8", 1, 0.25, 34.0, 1.002, measured=False),  # fast, not the cheapest
+    _row("a", "int8", 1, 0.25, 34.0, 1.002),  # fast, not the cheapest
     _row("b", "int8", 8, 0.15, 188.0, 0.995),  # cheaper, slower
     _row("c", "fp32", 1, 0.38, 89.0, 1.0),
     _row("d", "int8", 32, 0.06, 200.0, 0.98),  # cheapest, fails the 0.99 quality bound
@@ -72,16 +72,30 @@ def test_a_bound_that_excluded_only_worse_configurations_cost_nothing():
             "pytorch on AMD EPYC (p99 400 ms), uses 33% more energy") in format_text(rec)
 
 
+ESTIMATED = [dict(r, energy_source="estimate", energy_measured=False) for r in ROWS]
+
+
 def test_estimated_energy_is_flagged_on_every_line_that_shows_it():
-    text = format_text(_recommend(250))
-    for line in text.splitlines():
-        if "batch 1 pytorch" in line and "int8" in line:
-            assert "[ESTIMATED energy]" in line
-        if "batch 8 pytorch" in line or "fp32 batch 1" in line:
-            assert "[ESTIMATED energy]" not in line, line
+    measured = format_text(_recommend(250))
+    assert "[ESTIMATED energy]" not in measured and "energy measured by rapl" in measured.splitlines()[0]
+    text = format_text(_recommend(250, rows=ESTIMATED))
+    assert "ESTIMATED energy (a model)" in text.splitlines()[0]
+    shown = [line for line in text.splitlines()[1:] if "pytorch on" in line or line.startswith("  ")]
+    assert shown and all(line.endswith("[ESTIMATED energy]") for line in shown if "J/" in line or "ratio" in line)
     assert "ESTIMATED energy: no energy counter was readable" in text
-    pick_lines = format_text(_recommend(50)).splitlines()[1:5]
-    assert all(line.endswith("[ESTIMATED energy]") for line in pick_lines)
+
+
+def test_estimated_and_measured_energy_are_never_ranked_together():
+    cheap_estimate = dict(_row("x", "int8", 1, 0.01, 20.0, 1.0, measured=False))
+    rec = _recommend(250, rows=ROWS + [cheap_estimate])
+    assert rec.energy_source == "rapl" and rec.measured == 5  # the estimate is left out, not ranked
+    rec = _recommend(250, rows=ROWS + [cheap_estimate], energy_source="estimate")
+    assert rec.energy_source == "estimate" and rec.pick["label"].startswith("minilm int8 batch 1") and rec.measured == 1
+    on_gpu = dict(_row("g", "bf16", 8, 0.01, 20.0, 1.0, device="cuda:0", device_name="NVIDIA H200"),
+                  energy_source="nvml_counter")
+    with pytest.raises(BadInput, match=r"several energy sources \(nvml_counter, rapl\).*--energy-source"):
+        _recommend(250, rows=ROWS + [on_gpu])
+    assert _recommend(250, rows=ROWS + [on_gpu], energy_source="nvml_counter").measured == 1
 
 
 def test_runners_up_are_ranked_with_their_extra_cost():
@@ -140,7 +154,7 @@ def test_the_command_line_end_to_end(tmp_path, capsys):
     tree = str(tmp_path / "tree")
     assert main([tree, "--max-latency-ms", "50", "--min-quality-ratio", "0.99", "--requests-per-day", "1e6"]) == 0
     out = capsys.readouterr().out
-    assert "Recommended: minilm int8 batch 1 pytorch on AMD EPYC [ESTIMATED energy]" in out
+    assert "Recommended: minilm int8 batch 1 pytorch on AMD EPYC\n" in out
     assert "at 1e+06 requests/day: 0.06944 kWh" in out  # 0.25 J × 1e6 / 3.6e6
     assert main([tree, "--max-latency-ms", "250", "--min-quality-ratio", "0.99", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)

@@ -25,15 +25,16 @@ def test_summary_and_report_show_cost_carbon_and_distance_to_the_limit(tmp_path,
     assert main([str(tmp_path / "tree"), "--out", str(out), "--price-per-kwh", "0.3", "--grid-gco2-per-kwh", "200",
                  "--requests-per-day", "1e6"]) == 0
     summary = (out / "summary.md").read_text()
-    assert "## e on NVIDIA H200" in summary and "## e (generate) on NVIDIA H200" in summary
-    assert "| J/inference | 95% CI |" in summary and "| J/output token | 95% CI |" in summary
+    assert "## e on NVIDIA H200 (energy measured by nvml_counter)" in summary
+    assert "## e (per output token) on NVIDIA H200 (energy measured by nvml_counter)" in summary
+    assert "| J/inference | interval |" in summary and "| J/output token | interval |" in summary
     assert "| kWh/M | cost/M | gCO2e/M |" in summary and "kWh/day" in summary
     # 0.036 J/inference -> 0.01 kWh per million -> 0.003 at 0.3/kWh and 2 g at 200 g/kWh
     assert "| 0.01 | 0.003 | 2 |" in summary
     assert "per million output tokens" in summary and "at 0.3 per kWh and 200 gCO2e/kWh" in summary
     assert "### Distance to the limit: e on NVIDIA H200" in summary
     # bf16: 1e9 FLOP / 0.036 J = 27.78 GFLOP/J against 989.5e12 / 700 W = 1414 GFLOP/J
-    assert "| tiny | bf16 | none | 1 | pytorch | bf16 | H200 | 1 | 0.1% | 27.78 | 1414 | 2.0% |" in summary
+    assert "| tiny | bf16 | none | 1 | pytorch | bf16 | H200 | 1 | 0.1% | 27.8 | 1410 | 2.0% |" in summary  # 3 digits
     assert "| decode tok/s | bound tok/s | % of bound |" in summary
     assert "| 1200 | 2400 | 50.0% |" in summary  # 4800 GB/s / 2 GB × batch 1
     assert "Peaks: https://www.nvidia.com/en-us/data-center/h200/" in summary and "(dense)" in summary

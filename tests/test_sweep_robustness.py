@@ -35,7 +35,7 @@ def test_killed_sweep_resumes_with_every_configuration_exactly_once(tiny_model_d
     rows = load(tmp_path)
     ok = rows[rows["status"] == "ok"]
     assert sorted(ok["quant"]) == ["bf16", "fp32", "int8"]
-    assert ok["config_hash"].is_unique and len(rows) == 3
+    assert ok["config_key"].is_unique and len(rows) == 3
     assert "already measured" in result.stderr + result.stdout
     assert "Sweep summary (3 rows" in result.stdout
 
@@ -61,15 +61,21 @@ def test_a_run_that_cannot_start_inside_a_sweep_is_recorded(tmp_path):
     row = record_failure(cfg, tmp_path, "sweep-1", ConfigError("model.name_or_path='/nonexistent': ..."))
     (loaded,) = load(tmp_path).to_dict("records")
     assert loaded["status"] == "failed" and loaded["error_type"] == "ConfigError"
-    assert loaded["config_hash"] == row["config_hash"] and loaded["quant"] == "int8"
+    assert loaded["config_key"] == row["config_key"] and loaded["quant"] == "int8"
 
 
-def test_resume_ignores_where_results_go():
-    from bench.config import config_hash
+def test_resume_ignores_where_results_go_but_not_the_machine():
+    from bench.config_row import config_columns
+    from bench.row import config_key
 
-    assert config_hash(BenchConfig(results_dir="a", resume=True)) == config_hash(BenchConfig())
-    assert config_hash(BenchConfig(eval=EvalConfig(cache_dir="/elsewhere"))) == config_hash(BenchConfig())
-    assert config_hash(BenchConfig(batch_size=2)) != config_hash(BenchConfig())
+    def key(cfg: BenchConfig, **machine: str) -> str:
+        return config_key({**config_columns(cfg, None, "cpu"), **machine})
+
+    assert key(BenchConfig(results_dir="a", resume=True)) == key(BenchConfig())
+    assert key(BenchConfig(eval=EvalConfig(cache_dir="/elsewhere"))) == key(BenchConfig())
+    assert key(BenchConfig(batch_size=2)) != key(BenchConfig())
+    # Measured on another machine is not "already measured" here.
+    assert key(BenchConfig(), device_name="Intel Xeon") != key(BenchConfig(), device_name="AMD EPYC")
 
 
 @pytest.mark.slow
