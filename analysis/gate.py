@@ -118,7 +118,7 @@ def _shown(value: object) -> str:
 def _labels(keys: list[tuple], columns: list[str]) -> tuple[Callable[[tuple], str], str]:
     """A label function naming the key columns that differ between configurations, and the values all share."""
     shown = [i for i, c in enumerate(columns) if c != "model_revision"]
-    varying = [i for i in shown if len({k[i] for k in keys}) > 1] or [columns.index("model")]
+    varying = [i for i in shown if len({k[i] for k in keys}) > 1] or shown[:1]
     common = " ".join(f"{columns[i]}={_shown(keys[0][i])}" for i in shown
                       if i not in varying and keys[0][i] != MISSING)
 

@@ -234,6 +234,13 @@ def test_two_configurations_of_one_checkout_are_compared_across_an_ignored_colum
     assert out.count("quant=fp32->int8") == 2 and out.count("improvement") == 2
 
 
+def test_two_models_are_compared_when_the_model_is_ignored(tmp_path, capsys):
+    base = tree(tmp_path, "base", rounds(DRIFT[:4], model="small"))
+    cand = tree(tmp_path, "cand", rounds(DRIFT[:4], factor=1.2, seed=100, model="large"))
+    assert main(["--baseline", base, "--candidate", cand, "--ignore", "model", "--metrics", "latency_ms_p50"]) == 1
+    assert "model=small->large" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("ignore,reason", [
     ("colour", "--ignore colour: not a configuration key column; choose from: model, model_revision"),
     ("device_name", "--ignore cannot drop the machine"),
