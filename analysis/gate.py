@@ -317,19 +317,32 @@ def _status(outcome: Outcome) -> tuple[int, str]:
     return 0, "**No regression.**"
 
 
+def undecided(reason: str, markdown_path: str | None, json_path: str | None, note: str | None = None) -> None:
+    """The Markdown and JSON of a gate that could not decide, so that a pull request's comment says why."""
+    if markdown_path:
+        Path(markdown_path).write_text("\n\n".join(["## Energy and latency gate", *([note] if note else []),
+                                                     f"**Could not decide**: {reason}"]) + "\n")
+    if json_path:
+        Path(json_path).write_text(json.dumps({"exit_status": 2, "status": f"Could not decide: {reason}"}, indent=2))
+
+
 def gate(baseline: str | Path, candidate: str | Path, metrics: list[str], threshold: float = 0.05,
          confidence: float = 0.95, markdown_path: str | None = None, json_path: str | None = None,
          ignore: list[str] | tuple[str, ...] = (), note: str | None = None) -> int:
     """Runs the gate and returns the exit status. `note` heads the Markdown (how the trees were measured)."""
     check(metrics, threshold, confidence, ignore)
-    frames = {}
-    for name, path in (("baseline", baseline), ("candidate", candidate)):
-        if not Path(path).exists():
-            raise UnusableInput(f"--{name} {path} does not exist")
-        frames[name] = load(path)
-        if frames[name].empty or "status" not in frames[name]:
-            raise UnusableInput(f"--{name} {path} holds no result rows")
-    outcome = compare(frames["baseline"], frames["candidate"], metrics, threshold, confidence, ignore=ignore)
+    try:
+        frames = {}
+        for name, path in (("baseline", baseline), ("candidate", candidate)):
+            if not Path(path).exists():
+                raise UnusableInput(f"--{name} {path} does not exist")
+            frames[name] = load(path)
+            if frames[name].empty or "status" not in frames[name]:
+                raise UnusableInput(f"--{name} {path} holds no result rows")
+        outcome = compare(frames["baseline"], frames["candidate"], metrics, threshold, confidence, ignore=ignore)
+    except UnusableInput as e:
+        undecided(str(e), markdown_path, json_path, note)
+        raise
     code, status = _status(outcome)
     print(console(outcome, confidence, threshold))
     if markdown_path:

@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from analysis.gate import METRICS, UnusableInput, check, comma_list, gate
+from analysis.gate import METRICS, UnusableInput, check, comma_list, gate, undecided
 from bench.results import row_files
 from bench.row import KEY_COLUMNS
 
@@ -153,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     sides = [Side(name, getattr(args, f"{name}_python") or sys.executable, getattr(args, f"{name}_python") is not None,
                   shlex.split(getattr(args, name))) for name in SIDES]
     out = Path(args.out)
+    gating = False
     try:
         check(metrics, args.threshold, args.confidence, ignore)
         code = check_sides(sides, out, args.rounds, args.grid, ignore)
@@ -164,9 +165,12 @@ def main(argv: list[str] | None = None) -> int:
                 + "".join(f"; {s.name}: `{shlex.join(s.overrides)}`" for s in sides if s.overrides)
                 + f"; measuring took {seconds / 60:.1f} min.")
         print(note)
+        gating = True
         return gate(out / "baseline", out / "candidate", metrics, args.threshold, args.confidence, args.markdown,
                     args.json, ignore, note)
     except UnusableInput as e:
+        if not gating:  # the gate writes its own
+            undecided(str(e), args.markdown, args.json)
         print(f"error: {e}", file=sys.stderr)
         return 2
 

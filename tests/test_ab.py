@@ -98,6 +98,8 @@ def test_two_configurations_of_one_checkout_across_an_ignored_key_column(tmp_pat
     assert run_ab(tmp_path, *sides) == 2
     assert "set configuration key column(s) quant differently: add --ignore quant" in capsys.readouterr().err
     assert not (tmp_path / "order.log").exists()  # refused before measuring
+    assert "**Could not decide**: --baseline and --candidate set" in (tmp_path / "gate.md").read_text()
+    (tmp_path / "gate.md").unlink()
     assert run_ab(tmp_path, *sides, "--ignore", "quant") == 0
     (latency,) = [c for c in json.loads((tmp_path / "gate.json").read_text())["comparisons"]
                   if c["metric"] == "latency_ms_p50"]

@@ -206,10 +206,12 @@ def test_a_baseline_from_another_machine_is_not_compared_and_the_gate_cannot_dec
                                    row(seed=2, batch_size=8, device_name="AMD EPYC 7763")])
     cand = tree(tmp_path, "cand", [row(seed=1, device_name="Intel Xeon 8370C"),
                                    row(seed=2, batch_size=8, device_name="Intel Xeon 8370C")])
-    assert main(["--baseline", base, "--candidate", cand]) == 2
+    md = tmp_path / "gate.md"
+    assert main(["--baseline", base, "--candidate", cand, "--markdown", str(md)]) == 2
     err = capsys.readouterr().err
     assert "device_name differs (baseline: AMD EPYC 7763; candidate: Intel Xeon 8370C)" in err
     assert "rows of different machines are never compared" in err
+    assert "**Could not decide**: no configuration appears in both" in md.read_text()  # for the PR comment
 
 
 def test_one_configuration_on_another_machine_makes_the_gate_undecided(tmp_path, capsys):
