@@ -72,9 +72,9 @@ class ProfileConfig:
     # Idle baseline, before the warm-up: after settle_s seconds of rest (settle_s_cuda on CUDA, since a GPU's
     # power decays for seconds after a burst), idle_segments equal segments over idle_s seconds (idle_s_cuda on
     # CUDA). The segments' spread is the baseline's uncertainty, carried into net energy's interval.
-    settle_s: float = 0.5
+    settle_s: float = 0.25
     settle_s_cuda: float = 3.0
-    idle_s: float = 2.5
+    idle_s: float = 1.5
     idle_s_cuda: float = 10.0
     idle_segments: int = 5
     # Warm-up: until the median latency of the last warmup_group calls is within warmup_tolerance of the
@@ -94,7 +94,7 @@ class ProfileConfig:
     # flagged (ci_target_met=false).
     min_windows: int = 5
     target_ci: float = 0.02
-    max_seconds: float = 60.0
+    max_seconds: float = 30.0
     confidence: float = 0.95
     # Above this coefficient of variation across windows the row is flagged (energy_cv_high).
     max_cv: float = 0.1
