@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from bench.config import CONF_DIR, BenchConfig, ConfigError, register_configs
 from bench.run import record_failure, run
-from bench.summary import table
+from bench.summary import short_of_target, table
 
 register_configs()
 
@@ -38,6 +38,7 @@ def main(dict_cfg: DictConfig) -> str:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     print(table(pd.DataFrame([row])))
+    print(*short_of_target(pd.DataFrame([row])), sep="\n")
     if row["status"] == "failed":
         raise SystemExit(1)
     return row["status"]

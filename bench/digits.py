@@ -7,6 +7,7 @@ estimate (a power model, not a measurement) prints with at most two significant 
 from __future__ import annotations
 
 import math
+from typing import Any, Mapping
 
 DEFAULT_SIGNIFICANT = 3  # for a figure without an interval
 ESTIMATE_SIGNIFICANT = 2
@@ -63,3 +64,11 @@ def with_interval(value: object, low: object, high: object, estimate: bool = Fal
         return fmt(x, max(1, digits + math.floor(math.log10(abs(float(x)))) - place))
 
     return fmt(value, digits), same_place(low), same_place(high)
+
+
+def figure(row: Mapping[str, Any], column: str) -> str:
+    """`column` of a result row with its interval, e.g. "0.23 [0.22, 0.27]", to the digits they support."""
+    estimate = row.get("energy_measured") is False and column.startswith("energy")
+    value, low, high = with_interval(row.get(column), row.get(f"{column}_ci_low"), row.get(f"{column}_ci_high"),
+                                     estimate)
+    return value if low == "-" else f"{value} [{low}, {high}]"

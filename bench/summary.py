@@ -23,6 +23,20 @@ def _vs_fp32(rows: pd.DataFrame, column: str) -> pd.Series:
     return rows[column] / same.map(reference).astype(float)
 
 
+def short_of_target(rows: pd.DataFrame) -> list[str]:
+    """A line per ok row whose interval missed its precision target: these need a longer run."""
+    if "ci_target_met" not in rows:
+        return []
+    missed = rows[(rows["status"] == "ok") & (rows["ci_target_met"] == False)]  # noqa: E712 (NaN: not recorded)
+    return [f"NEEDS A LONGER RUN: {label(r)}: interval ±{_half_width(r):.1%} against the ±{r['ci_target']:.0%} asked "
+            f"(stopped by {r['ci_stop']}; raise profile.max_seconds)" for _, r in missed.iterrows()]
+
+
+def _half_width(row: pd.Series) -> float:
+    axis = row.get("energy_axis") or "energy_j_per_inference"
+    return (row[f"{axis}_ci_high"] - row[f"{axis}_ci_low"]) / 2 / abs(row[axis])
+
+
 def _printed(row: pd.Series, columns: list[str]) -> dict[str, object]:
     """One row's cells, each number to the digits its data supports (bench/digits.py)."""
     estimate = row.get("energy_measured") is False or row.get("energy_source") == "estimate"
@@ -30,7 +44,7 @@ def _printed(row: pd.Series, columns: list[str]) -> dict[str, object]:
     for c in columns:
         value = row.get(c)
         if c in cells or not isinstance(value, float):
-            cells.setdefault(c, value)
+            cells.setdefault(c, "-" if value is None else value)
         elif f"{c}_ci_low" in row.index:  # a figure with its interval: digits from the interval's width
             low, high = row.get(f"{c}_ci_low"), row.get(f"{c}_ci_high")
             cells[c], cells[f"{c}_ci_low"], cells[f"{c}_ci_high"] = with_interval(

@@ -75,6 +75,8 @@ class SweepCallback(Callback):
             return
         for _, r in rows[rows["status"] == "invalid"].iterrows():
             print(f"INVALID: {summary.label(r)}: {r['invalid_reasons']}", file=sys.stderr)
+        for line in summary.short_of_target(rows):
+            print(line)
         failed = rows[rows["status"] == "failed"]
         for _, r in failed.iterrows():
             print(f"FAILED: {summary.label(r)}: {r['error_type']}: {r['error_message']}", file=sys.stderr)

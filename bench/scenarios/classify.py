@@ -10,8 +10,9 @@ import time
 from typing import Any
 
 from bench import footprint, models
-from bench.measure import Measurement, idle_baseline, measure, summarise
+from bench.digits import figure, plain
 from bench.inputs import synthetic_batch
+from bench.measure import Measurement, idle_baseline, measure, summarise
 from bench.row import Column
 from bench.scenarios import EnergyAxis, RunContext
 
@@ -73,6 +74,5 @@ def run(model: Any, ctx: RunContext) -> tuple[dict[str, Any], list[Measurement],
 
 
 def progress(row: dict[str, Any]) -> str:
-    return (f"p50 {row['latency_ms_p50']:.2f} ms, {row['throughput_samples_s']:.1f} samples/s, "
-            f"{row['energy_j_per_inference']:.4g} J/inference "
-            f"[{row['energy_j_per_inference_ci_low']:.4g}, {row['energy_j_per_inference_ci_high']:.4g}]")
+    return (f"p50 {plain(row['latency_ms_p50'])} ms, {plain(row['throughput_samples_s'])} samples/s, "
+            f"{figure(row, 'energy_j_per_inference')} J/inference")

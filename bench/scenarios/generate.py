@@ -18,6 +18,7 @@ from transformers import DynamicCache, PretrainedConfig, PreTrainedModel
 
 from bench import models
 from bench.config import PROMPT_SOURCES, BenchConfig, ConfigError, ProfileConfig, choice
+from bench.digits import figure, plain
 from bench.inputs import synthetic_batch
 from bench.measure import (CI_METHOD, Measurement, add, idle_baseline, interval, interval_columns, measure,
                            summarise)
@@ -116,10 +117,9 @@ def run(model: PreTrainedModel, ctx: RunContext) -> tuple[dict[str, Any], list[M
 
 
 def progress(row: dict[str, Any]) -> str:
-    return (f"TTFT p50 {row['ttft_ms_p50']:.2f} ms, ITL p50 {row['itl_ms_p50']:.2f} ms, "
-            f"{row['decode_tokens_s']:.1f} decode tokens/s, {row['energy_j_per_output_token']:.4g} J/output token "
-            f"[{row['energy_j_per_output_token_ci_low']:.4g}, {row['energy_j_per_output_token_ci_high']:.4g}], "
-            f"{row['energy_j_per_request']:.4g} J/request")
+    return (f"TTFT p50 {plain(row['ttft_ms_p50'])} ms, ITL p50 {plain(row['itl_ms_p50'])} ms, "
+            f"{plain(row['decode_tokens_s'])} decode tokens/s, {figure(row, 'energy_j_per_output_token')} J/output "
+            f"token, {figure(row, 'energy_j_per_request')} J/request")
 
 
 def check_model(cfg: BenchConfig) -> tuple[PretrainedConfig, str, str]:
