@@ -28,8 +28,9 @@ def short_of_target(rows: pd.DataFrame) -> list[str]:
     if "ci_target_met" not in rows:
         return []
     missed = rows[(rows["status"] == "ok") & (rows["ci_target_met"] == False)]  # noqa: E712 (NaN: not recorded)
-    return [f"NEEDS A LONGER RUN: {label(r)}: interval ±{_half_width(r):.1%} against the ±{r['ci_target']:.0%} asked "
-            f"(stopped by {r['ci_stop']}; raise profile.max_seconds)" for _, r in missed.iterrows()]
+    return [f"NEEDS A LONGER RUN: {label(r)}: stopped short of the ±{r['ci_target']:.0%} asked ({r['ci_stop']}); "
+            f"its {r.get('energy_unit') or 'inference'} figure is ±{_half_width(r):.1%}; raise profile.max_seconds"
+            for _, r in missed.iterrows()]
 
 
 def _half_width(row: pd.Series) -> float:
