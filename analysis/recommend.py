@@ -21,6 +21,7 @@ from analysis.costs import CostSettings, with_costs
 from analysis.devices import device_key
 from analysis.options import add_tree_argument, add_cost_options, cost_settings
 from analysis.pareto import quality_ratio
+from bench.digits import plain, significant_digits
 from bench.results import load
 from bench.row import config_key
 
@@ -236,7 +237,7 @@ def _nothing_meets(rows: pd.DataFrame, meets: dict[str, pd.Series], scored: pd.S
     lines.append("  closest:")
     for row in _closest(rows, bounds, max(top, 1)):
         latency, ratio = row[bounds.latency_column], row["quality_ratio_oriented"]
-        lines.append(f"    {row['label']}: {bounds.latency_percentile} {latency:.4g} ms, quality ratio {ratio:.4g}"
+        lines.append(f"    {row['label']}: {bounds.latency_percentile} {plain(latency)} ms, quality ratio {plain(ratio)}"
                      + ("" if row["energy_measured"] else ESTIMATED))
     lines.append("  relax --max-latency-ms or --min-quality-ratio, or measure more configurations")
     return "\n".join(lines)
@@ -247,12 +248,20 @@ def _flag(*configs: dict) -> str:
     return "" if all(c["energy_measured"] for c in configs) else ESTIMATED
 
 
+def _energy(config: dict, value: float | None) -> str:
+    """A figure derived from the configuration's energy (joules, kWh, cost, carbon), to the digits its energy
+    interval supports (at most two for an estimate)."""
+    digits = significant_digits(config["value"], config["value_ci_low"], config["value_ci_high"],
+                                not config["energy_measured"])
+    return plain(value, digits)
+
+
 def _value(config: dict, objective: str, unit: str) -> str:
     if objective == "energy":
-        return f"{config['value']:.4g} J/{unit}"
+        return f"{_energy(config, config['value'])} J/{unit}"
     if objective == "cost":
-        return f"{config['value']:.4g} cost per million {unit}s"
-    return f"{config['value']:.4g} gCO2e per million {unit}s"
+        return f"{_energy(config, config['value'])} cost per million {unit}s"
+    return f"{_energy(config, config['value'])} gCO2e per million {unit}s"
 
 
 def format_text(rec: Recommendation) -> str:
@@ -264,14 +273,16 @@ def format_text(rec: Recommendation) -> str:
     lines = [f"{rec.eval} ({rec.scenario}; {source}, the only source ranked), lowest {what} per {unit} under "
              f"{b.describe('latency')} and {b.describe('quality')}:",
              f"Recommended: {pick['label']}{_flag(pick)}",
-             f"  {pick['energy_j']:.4g} J/{unit}, {b.latency_percentile} {pick['latency_ms']:.4g} ms, quality ratio "
-             f"{pick['quality_ratio']:.4g}, {pick['runs']} run(s){_flag(pick)}",
-             f"  per million {unit}s: {pick['kwh_per_million']:.4g} kWh, cost {pick['cost_per_million']:.4g} "
-             f"(at {pick['price_per_kwh']:g}/kWh), {pick['gco2e_per_million']:.4g} gCO2e "
+             f"  {_energy(pick, pick['energy_j'])} J/{unit}, {b.latency_percentile} {plain(pick['latency_ms'])} ms, "
+             f"quality ratio {plain(pick['quality_ratio'])}, {pick['runs']} run(s){_flag(pick)}",
+             f"  per million {unit}s: {_energy(pick, pick['kwh_per_million'])} kWh, cost "
+             f"{_energy(pick, pick['cost_per_million'])} (at {pick['price_per_kwh']:g}/kWh), "
+             f"{_energy(pick, pick['gco2e_per_million'])} gCO2e "
              f"(at {pick['grid_gco2_per_kwh']:g} g/kWh){_flag(pick)}"]
     if rec.settings.requests_per_day is not None:
-        lines.append(f"  at {rec.settings.requests_per_day:g} requests/day: {pick['kwh_per_day']:.4g} kWh, cost "
-                     f"{pick['cost_per_day']:.4g}, {pick['gco2e_per_day']:.4g} gCO2e per day{_flag(pick)}")
+        lines.append(f"  at {rec.settings.requests_per_day:g} requests/day: {_energy(pick, pick['kwh_per_day'])} kWh, "
+                     f"cost {_energy(pick, pick['cost_per_day'])}, {_energy(pick, pick['gco2e_per_day'])} gCO2e per "
+                     f"day{_flag(pick)}")
     why = (f"  why: the lowest {what} of the {rec.feasible} configuration(s) meeting both bounds, of {rec.measured} "
            "measured")
     mentioned = [pick, *rec.runners_up[:1]]
@@ -287,7 +298,8 @@ def format_text(rec: Recommendation) -> str:
         for rank, config in enumerate(rec.runners_up, start=2):
             lines.append(f"  {rank}. {config['label']}: {_value(config, rec.objective, unit)} "
                          f"(+{config['value'] / pick['value'] - 1:.0%}), {b.latency_percentile} "
-                         f"{config['latency_ms']:.4g} ms, quality ratio {config['quality_ratio']:.4g}{_flag(config)}")
+                         f"{plain(config['latency_ms'])} ms, quality ratio {plain(config['quality_ratio'])}"
+                         f"{_flag(config)}")
     lines.append("What each bound cost:")
     for cost in rec.constraint_costs:
         head = f"  - the {cost.constraint} bound ({cost.bound})"
@@ -309,9 +321,9 @@ def format_text(rec: Recommendation) -> str:
 def _shortfall(config: dict, constraint: str, bounds: Bounds) -> str:
     if constraint == "latency":
         value = config["latency_ms"]
-        return f"{bounds.latency_percentile} " + ("unknown" if value is None else f"{value:.4g} ms")
+        return f"{bounds.latency_percentile} " + ("unknown" if value is None else f"{plain(value)} ms")
     value = config["quality_ratio"]
-    return "quality ratio " + ("unknown" if value is None else f"{value:.4g}")
+    return "quality ratio " + ("unknown" if value is None else plain(value))
 
 
 def main(argv: list[str] | None = None) -> int:
