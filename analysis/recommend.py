@@ -237,8 +237,8 @@ def _nothing_meets(rows: pd.DataFrame, meets: dict[str, pd.Series], scored: pd.S
     lines.append("  closest:")
     for row in _closest(rows, bounds, max(top, 1)):
         latency, ratio = row[bounds.latency_column], row["quality_ratio_oriented"]
-        lines.append(f"    {row['label']}: {bounds.latency_percentile} {plain(latency)} ms, quality ratio {plain(ratio)}"
-                     + ("" if row["energy_measured"] else ESTIMATED))
+        lines.append(f"    {row['label']}: {bounds.latency_percentile} {plain(latency)} ms, "
+                     f"quality ratio {plain(ratio)}" + ("" if row["energy_measured"] else ESTIMATED))
     lines.append("  relax --max-latency-ms or --min-quality-ratio, or measure more configurations")
     return "\n".join(lines)
 

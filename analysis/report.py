@@ -73,8 +73,8 @@ def table(rows: pd.DataFrame) -> pd.DataFrame:
         "energy_ci": ["-" if lo == "-" else f"[{lo}, {hi}]" for _, lo, hi in energy],
         "quality": [q[0] for q in quality],
         "quality_ci": ["-" if lo == "-" else f"[{lo}, {hi}]" for _, lo, hi in quality],
-        "energy_j_per_token": [plain(v, ESTIMATE_SIGNIFICANT if est else 3)
-                               for v, est in zip(rows.get("energy_j_per_token", pd.Series(None, rows.index)), estimate)],
+        "energy_j_per_token": [plain(v, ESTIMATE_SIGNIFICANT if est else 3) for v, est in
+                               zip(rows.get("energy_j_per_token", pd.Series(None, rows.index)), estimate)],
         "energy_source": _source(rows),
     })
 
