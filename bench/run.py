@@ -97,7 +97,6 @@ def measure_run(cfg: BenchConfig, checked: Checked, run_id: str) -> dict[str, An
     row: dict[str, Any] = {"energy_source": meter.source, "energy_measured": meter.measured,
                            "energy_params": meter.params(), **environment.capture(), **meter.device_state("start")}
     log.info("run %s: %s", run_id[:8], describe(cfg, checked))
-    identity = models.identity(cfg.model, checked.model_ref, checked.model_revision, cfg.seed)
     cache_dir = Path(cfg.eval.cache_dir).expanduser()
     train_texts = checked.eval_set.train_texts if checked.eval_set else []
 
@@ -122,6 +121,8 @@ def measure_run(cfg: BenchConfig, checked: Checked, run_id: str) -> dict[str, An
         return build(load(), {}, "fp32", "pytorch")[0]
 
     try:
+        # Hashes the weight files (once per process): a read error is this run's failure, not the sweep's.
+        identity = models.identity(cfg.model, checked.model_ref, checked.model_revision, cfg.seed)
         t0 = time.perf_counter()
         model = load()
         row["load_seconds"] = time.perf_counter() - t0
