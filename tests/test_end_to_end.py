@@ -26,6 +26,7 @@ KINDS = {"int": pd.api.types.is_integer_dtype, "float": pd.api.types.is_float_dt
          "bool": pd.api.types.is_bool_dtype, "str": lambda s: pd.api.types.is_string_dtype(s) or s.dtype == object}
 
 
+@pytest.mark.slow
 def test_quick_sweep_of_minilm_writes_one_typed_row_per_run(tmp_path):
     result = run_bench("quant=int8,bf16", "batch_size=1", "seq_len=32", "profile=quick",
                        "eval.max_test_samples=100", f"hydra.sweep.dir={tmp_path}/sweep", "-m")
@@ -56,6 +57,7 @@ def test_quick_sweep_of_minilm_writes_one_typed_row_per_run(tmp_path):
     assert pd.api.types.is_bool_dtype(rows["passes_quality_gate"])
 
 
+@pytest.mark.slow
 def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tiny_model_dir, tmp_path):
     broken = tmp_path / "broken-model"
     shutil.copytree(tiny_model_dir, broken)
@@ -69,6 +71,7 @@ def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tiny_model_dir, tmp_pat
     assert "FAILED" in result.stderr
 
 
+@pytest.mark.slow
 def test_random_weights_build_bert_base_offline(tmp_path):
     result = run_bench("model=bert-base", "model.weights=random", "quant=int8", "seq_len=16", "profile=quick",
                        f"hydra.run.dir={tmp_path}/run")
@@ -94,6 +97,7 @@ def test_each_cpu_variant_runs(tiny_model_dir, tmp_path, quant):
     assert run(cfg, tmp_path)["status"] == "ok"
 
 
+@pytest.mark.slow
 def test_backends_and_pruning_sweep_records_what_each_variant_costs(tiny_model_dir, tmp_path):
     result = run_bench(f"model.name_or_path={tiny_model_dir}", "model.name=tiny", "backend=pytorch,onnxruntime",
                        "quant=fp32,int8", "prune=none,heads,l1-unstructured", "eval.max_test_samples=60",

@@ -38,6 +38,7 @@ def test_a_slowed_call_takes_the_fraction_longer_than_its_own_work():
     assert statistics.median(o / i for o, i in zip(outer, inner)) == pytest.approx(1.3, abs=0.03)
 
 
+@pytest.mark.slow
 def test_the_slowdown_reaches_every_measured_call_of_a_run(tmp_path, tiny_model_dir, monkeypatch):
     """Through bench.run.run, as the script measures: every call the windows time goes through the slowdown."""
     import bench.run
