@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -111,6 +112,8 @@ def check_sides(sides: list[Side], out: Path, rounds: int, grid: list[str], igno
 def measure(sides: list[Side], out: Path, rounds: int, grid: list[str]) -> float:
     """Runs every round; returns the seconds it took. A side that fails stops the job (UnusableInput)."""
     by_name = {s.name: s for s in sides}
+    # SIGTERM (a cancelled CI job) as an exception in this thread, so subprocess.run kills the round it runs.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     start = time.monotonic()
     for i, name in schedule(rounds):
         side = by_name[name]

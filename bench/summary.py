@@ -74,6 +74,10 @@ def table(rows: pd.DataFrame) -> str:
         text = _one(group, columns or {c: c for c in ("model", "quant", "batch_size", "status")})
         parts.append(text if names.nunique() == 1 else f"scenario={name}\n{text}")
     text = "\n\n".join(parts)
+    if "energy_ci_method" in rows:
+        for method, level in rows[["energy_ci_method", "energy_ci_level"]].dropna().drop_duplicates().itertuples(
+                index=False):
+            text += f"\nci low/high: {method}, stated at {level:.0%} (its coverage: docs/protocol.md §3)."
     if "energy_measured" in rows and not rows["energy_measured"].fillna(False).astype(bool).all():
         text += ("\nsource=estimate rows are a power model (no readable energy counter), not measurements: the "
                  "model charges power in proportion to CPU time, so their energy ratios are CPU-time ratios.")
