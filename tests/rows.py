@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from bench import scenarios
 from bench.row import SCHEMA_VERSION, config_key
 
 OMIT = object()  # make_row(column=OMIT): the row has no such column
@@ -28,11 +29,8 @@ NO_EVAL: dict[str, Any] = {"eval": "none", "quality_metric": "none", "quality": 
 
 # The same run on an H200, measured by NVML's energy counter.
 ON_H200: dict[str, Any] = {"device": "cuda:0", "device_name": "NVIDIA H200", "gpu_name": "NVIDIA H200",
-                           "energy_source": "nvml_counter", "energy_params": {"nvml_index": 0}}
+                           "energy_source": "nvml_counter", "energy_params": {"gpu_uuid": "GPU-00000000-0000-0000-0000-000000000000"}}
 
-# scenario -> the energy axis a row is judged by (energy_axis, energy_unit, energy_request_axis)
-_AXES = {"generate": ("energy_j_per_output_token", "output token", "energy_j_per_request")}
-_AXIS = ("energy_j_per_inference", "inference", "energy_j_per_inference")
 
 
 def make_row(**overrides: Any) -> dict[str, Any]:
@@ -110,9 +108,10 @@ def make_row(**overrides: Any) -> dict[str, Any]:
         default("quality_ratio", row["quality"] / row["quality_ref"])
         if present("quality_ratio", "quality_gate"):
             default("passes_quality_gate", bool(row["quality_ratio"] >= row["quality_gate"]))
-    if present("scenario"):
+    if present("scenario"):  # the axis its scenario declares
+        axis = scenarios.get(row["scenario"]).AXIS
         for column, value in zip(("energy_axis", "energy_unit", "energy_request_axis"),
-                                 _AXES.get(row["scenario"], _AXIS)):
+                                 (axis.column, axis.unit, axis.request_column)):
             default(column, value)
     default("config_key", config_key({k: v for k, v in row.items() if v is not OMIT}))
     return {k: v for k, v in row.items() if v is not OMIT}
