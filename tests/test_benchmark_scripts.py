@@ -25,7 +25,7 @@ def test_overhead_compares_the_harness_loop_with_bare_calls():
 
 @pytest.mark.slow
 def test_compression_prints_both_comparisons(tmp_path):
-    """About 3.5 minutes: bert-base shape through both backends, MiniLM pruned three ways, quick profile."""
+    """One to four minutes: bert-base shape through both backends, MiniLM pruned three ways, quick profile."""
     out = _script("benchmarks/compression.py", "--profile", "quick", "--out", str(tmp_path / "rows"),
                   "--amount", "0.5")
     assert "bert-base shape, random weights" in out and "MiniLM on bbc-topics" in out
