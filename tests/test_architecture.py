@@ -38,6 +38,7 @@ def test_every_scenario_is_one_module_with_its_conf_and_declares_what_the_protoc
                           "check_model", "shape", "run", "progress"):
             assert hasattr(module, attribute), f"bench/scenarios/{name}.py lacks {attribute}"
         assert (PROJECT / "conf" / "scenario" / f"{name}.yaml").is_file()
+        assert (PROJECT / "conf" / "scenario_defaults" / f"{name}.yaml").is_file()  # its backend, quant, grid
         assert module.AXIS.column in row.declared()
 
 
