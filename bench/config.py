@@ -54,14 +54,43 @@ class PruneConfig:
 
 @dataclass
 class ScenarioConfig:
-    """What one call does: classify (an encoder forward over a batch) or generate (prefill, then decode)."""
+    """What one call does: classify (an encoder forward over a batch), generate (prefill, then decode) or serve
+    (requests to a server)."""
 
     name: str = "classify"
-    # generate only: a request is prompt_len tokens in and exactly new_tokens tokens out.
+    # generate and serve: a request is prompt_len tokens in and exactly new_tokens tokens out.
     prompt_len: int = 128
     new_tokens: int = 32
     # text: prompts cut from the eval text; random: seeded random ids; auto: text when there is one.
     prompt_source: str = "auto"
+
+
+@dataclass
+class ServeConfig:
+    """scenario=serve (docs/serving.md): a server on this host driven by a seeded load; prompt_len, new_tokens and
+    prompt_source stay in `scenario`."""
+
+    # Exactly one: rate (open loop, Poisson arrivals in requests/s) or concurrency (closed loop, clients each
+    # sending its next request when the last one ends).
+    rate: Optional[float] = None
+    concurrency: Optional[int] = None
+    duration_s: float = 60.0  # arrivals stop after this; then in-flight requests drain
+    # Excluded from the energy and latency figures at the start (null: 10% of duration_s).
+    ramp_s: Optional[float] = None
+    warmup_requests: int = 2  # sent one by one after the idle baseline, before the load
+    # null: start llama.cpp's server on 127.0.0.1; else an OpenAI-compatible server already running on this host.
+    url: Optional[str] = None
+    # The external server's process id: what meter=estimate counts (it cannot see another program otherwise).
+    pid: Optional[int] = None
+    port: int = 0  # the started server's port; 0 picks a free one
+    ready_timeout_s: float = 120.0
+    request_timeout_s: float = 60.0
+    stop_grace_s: float = 10.0  # after SIGTERM, this long before SIGKILL
+    # Service-level objectives a request must meet both of (null: not judged).
+    slo_ttft_ms: Optional[float] = None
+    slo_itl_ms: Optional[float] = None
+    # More failed or timed-out requests than this share of those sent in the steady state: status invalid.
+    max_failed_fraction: float = 0.05
 
 
 @dataclass
@@ -152,6 +181,7 @@ class EvalConfig:
 class BenchConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     scenario: ScenarioConfig = field(default_factory=ScenarioConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
     profile: ProfileConfig = field(default_factory=ProfileConfig)
     meter: MeterConfig = field(default_factory=MeterConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

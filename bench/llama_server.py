@@ -1,0 +1,46 @@
+"""`python -m bench.llama_server [llama_cpp.server flags]`: llama-cpp-python's OpenAI-compatible server, with
+llama.cpp's extra CPU buffer types off on CPUs with AMX int8.
+
+llama.cpp built natively on an AMX host (Sapphire Rapids and later) routes quantised matrix products through
+its AMX buffer type, which crashes (SIGSEGV in ggml_backend_amx_mul_mat) on the Q4_1 SmolLM2 file with
+llama-cpp-python 0.3.36, and the server has no flag for it. Turning off the extra buffer types (AMX and the
+repacked layouts) makes llama.cpp use its plain CPU kernels there; the row's server_command records the launcher.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def amx_int8() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return "amx_int8" in f.read()
+    except OSError:
+        return False
+
+
+def without_extra_buffers() -> None:
+    """Every llama.cpp model this process loads from now on skips the extra CPU buffer types."""
+    import llama_cpp.llama_cpp as low_level
+
+    default = low_level.llama_model_default_params
+
+    def params() -> Any:
+        p = default()
+        p.use_extra_bufts = False
+        return p
+
+    low_level.llama_model_default_params = params
+
+
+def main() -> None:
+    if amx_int8():
+        without_extra_buffers()
+    from llama_cpp.server.__main__ import main as serve
+
+    serve()
+
+
+if __name__ == "__main__":
+    main()
