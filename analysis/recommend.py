@@ -2,6 +2,9 @@
 configurations (device × model/variant × backend × batch) that meet a latency bound and a quality bound, the one
 with the lowest energy, cost or carbon; the runners-up; and what each bound cost.
 
+Serve rows (`python -m analysis.recommend results/<tree> --slo-ttft-ms 500 --slo-itl-ms 100`): the variant and
+arrival rate meeting a serving SLO at the least energy per output token (analysis/serve_recommend.py).
+
 Exit status: 0 a recommendation was printed; 2 the input is unusable or nothing meets the bounds (the reason,
 and the closest candidates, are printed).
 """
@@ -97,10 +100,12 @@ def _one_choice(values: pd.Series, given: str | None, what: str, flag: str) -> s
     return given or present[0]
 
 
-def _one_per_configuration(rows: pd.DataFrame) -> pd.DataFrame:
-    """Repeated runs of one configuration (same config_key, so the same machine) become one candidate: the
-    median of each number, measured only if every run was, with `runs` counting them."""
+def one_per_configuration(rows: pd.DataFrame, also: list[str] = ()) -> pd.DataFrame:
+    """Repeated runs of one configuration (same config_key, so the same machine, and the same `also` columns)
+    become one candidate: the median of each number, measured only if every run was, with `runs` counting them."""
     key = rows.apply(config_key, axis=1)
+    for column in also:
+        key = key + "|" + rows[column].astype(str)
     grouped = rows.groupby(key, sort=False)
     out = grouped.first()
     numeric = rows.select_dtypes("number").columns
@@ -110,7 +115,7 @@ def _one_per_configuration(rows: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
-def _energy_source(ok: pd.DataFrame, given: str | None) -> str:
+def ranked_source(ok: pd.DataFrame, given: str | None) -> str:
     """The source to rank: the one given, the only one, or the only measured one beside estimates."""
     present = sorted(ok["energy_source"].dropna().unique())
     measured = [s for s in present if s != "estimate"]
@@ -138,10 +143,10 @@ def candidates(rows: pd.DataFrame, eval_name: str | None = None, scenario: str |
     ok = ok[evals == chosen_eval]
     chosen_scenario = _one_choice(ok["scenario"], scenario, "scenario", "--scenario")
     ok = ok[ok["scenario"] == chosen_scenario]
-    chosen_source = _energy_source(ok, energy_source)
+    chosen_source = ranked_source(ok, energy_source)
     ok = ok[ok["energy_source"] == chosen_source].assign(device_key=lambda r: device_key(r),
                                                          quality_ratio_oriented=lambda r: quality_ratio(r))
-    ok = _one_per_configuration(ok)
+    ok = one_per_configuration(ok)
     # Fields that usually stay fixed in a tree are named only where they tell two candidates apart.
     varying = [c for c in DISTINGUISHING if c in ok and ok[c].nunique(dropna=False) > 1]
     ok["label"] = [" ".join([label(row), *(f"{c} {row[c]}" for c in varying)]) for _, row in ok.iterrows()]
@@ -243,12 +248,12 @@ def _nothing_meets(rows: pd.DataFrame, meets: dict[str, pd.Series], scored: pd.S
     return "\n".join(lines)
 
 
-def _flag(*configs: dict) -> str:
+def estimate_flag(*configs: dict) -> str:
     """The estimate marker for a line that shows any configuration whose energy is a model."""
     return "" if all(c["energy_measured"] for c in configs) else ESTIMATED
 
 
-def _energy(config: dict, value: float | None) -> str:
+def energy_text(config: dict, value: float | None) -> str:
     """A figure derived from the configuration's energy (joules, kWh, cost, carbon), to the digits its energy
     interval supports (at most two for an estimate)."""
     digits = significant_digits(config["value"], config["value_ci_low"], config["value_ci_high"],
@@ -256,12 +261,12 @@ def _energy(config: dict, value: float | None) -> str:
     return plain(value, digits)
 
 
-def _value(config: dict, objective: str, unit: str) -> str:
+def objective_text(config: dict, objective: str, unit: str) -> str:
     if objective == "energy":
-        return f"{_energy(config, config['value'])} J/{unit}"
+        return f"{energy_text(config, config['value'])} J/{unit}"
     if objective == "cost":
-        return f"{_energy(config, config['value'])} cost per million {unit}s"
-    return f"{_energy(config, config['value'])} gCO2e per million {unit}s"
+        return f"{energy_text(config, config['value'])} cost per million {unit}s"
+    return f"{energy_text(config, config['value'])} gCO2e per million {unit}s"
 
 
 def format_text(rec: Recommendation) -> str:
@@ -272,17 +277,17 @@ def format_text(rec: Recommendation) -> str:
               else f"energy measured by {rec.energy_source}")
     lines = [f"{rec.eval} ({rec.scenario}; {source}, the only source ranked), lowest {what} per {unit} under "
              f"{b.describe('latency')} and {b.describe('quality')}:",
-             f"Recommended: {pick['label']}{_flag(pick)}",
-             f"  {_energy(pick, pick['energy_j'])} J/{unit}, {b.latency_percentile} {plain(pick['latency_ms'])} ms, "
-             f"quality ratio {plain(pick['quality_ratio'])}, {pick['runs']} run(s){_flag(pick)}",
-             f"  per million {unit}s: {_energy(pick, pick['kwh_per_million'])} kWh, cost "
-             f"{_energy(pick, pick['cost_per_million'])} (at {pick['price_per_kwh']:g}/kWh), "
-             f"{_energy(pick, pick['gco2e_per_million'])} gCO2e "
-             f"(at {pick['grid_gco2_per_kwh']:g} g/kWh){_flag(pick)}"]
+             f"Recommended: {pick['label']}{estimate_flag(pick)}",
+             f"  {energy_text(pick, pick['energy_j'])} J/{unit}, {b.latency_percentile} {plain(pick['latency_ms'])} ms, "
+             f"quality ratio {plain(pick['quality_ratio'])}, {pick['runs']} run(s){estimate_flag(pick)}",
+             f"  per million {unit}s: {energy_text(pick, pick['kwh_per_million'])} kWh, cost "
+             f"{energy_text(pick, pick['cost_per_million'])} (at {pick['price_per_kwh']:g}/kWh), "
+             f"{energy_text(pick, pick['gco2e_per_million'])} gCO2e "
+             f"(at {pick['grid_gco2_per_kwh']:g} g/kWh){estimate_flag(pick)}"]
     if rec.settings.requests_per_day is not None:
-        lines.append(f"  at {rec.settings.requests_per_day:g} requests/day: {_energy(pick, pick['kwh_per_day'])} kWh, "
-                     f"cost {_energy(pick, pick['cost_per_day'])}, {_energy(pick, pick['gco2e_per_day'])} gCO2e per "
-                     f"day{_flag(pick)}")
+        lines.append(f"  at {rec.settings.requests_per_day:g} requests/day: {energy_text(pick, pick['kwh_per_day'])} kWh, "
+                     f"cost {energy_text(pick, pick['cost_per_day'])}, {energy_text(pick, pick['gco2e_per_day'])} gCO2e per "
+                     f"day{estimate_flag(pick)}")
     why = (f"  why: the lowest {what} of the {rec.feasible} configuration(s) meeting both bounds, of {rec.measured} "
            "measured")
     mentioned = [pick, *rec.runners_up[:1]]
@@ -292,14 +297,14 @@ def format_text(rec: Recommendation) -> str:
         if nxt["value_ci_low"] is not None and pick["value_ci_high"] is not None \
                 and nxt["value_ci_low"] <= pick["value_ci_high"]:
             why += " (their energy intervals overlap: the measurements do not separate them)"
-    lines.append(why + _flag(*mentioned))
+    lines.append(why + estimate_flag(*mentioned))
     if rec.runners_up:
         lines.append("Runners-up (meet both bounds):")
         for rank, config in enumerate(rec.runners_up, start=2):
-            lines.append(f"  {rank}. {config['label']}: {_value(config, rec.objective, unit)} "
+            lines.append(f"  {rank}. {config['label']}: {objective_text(config, rec.objective, unit)} "
                          f"(+{config['value'] / pick['value'] - 1:.0%}), {b.latency_percentile} "
                          f"{plain(config['latency_ms'])} ms, quality ratio {plain(config['quality_ratio'])}"
-                         f"{_flag(config)}")
+                         f"{estimate_flag(config)}")
     lines.append("What each bound cost:")
     for cost in rec.constraint_costs:
         head = f"  - the {cost.constraint} bound ({cost.bound})"
@@ -308,11 +313,11 @@ def format_text(rec: Recommendation) -> str:
             lines.append(f"{head} excluded nothing that meets the other bound")
         elif cost.saving > 0:
             lines.append(f"{head} excluded {best['label']} ({_shortfall(best, cost.constraint, b)}), which would save "
-                         f"{cost.saving:.0%} {what}{_flag(best)}")
+                         f"{cost.saving:.0%} {what}{estimate_flag(best)}")
         else:
             lines.append(f"{head} cost nothing: the best configuration it excluded, {best['label']} "
-                         f"({_shortfall(best, cost.constraint, b)}), uses {-cost.saving:.0%} more {what}{_flag(best)}")
-    if _flag(pick, *rec.runners_up, *(c.best for c in rec.constraint_costs if c.best)):
+                         f"({_shortfall(best, cost.constraint, b)}), uses {-cost.saving:.0%} more {what}{estimate_flag(best)}")
+    if estimate_flag(pick, *rec.runners_up, *(c.best for c in rec.constraint_costs if c.best)):
         lines.append("ESTIMATED energy: no energy counter was readable; the figure is a power model, not a "
                      "measurement.")
     return "\n".join(lines)
@@ -326,16 +331,62 @@ def _shortfall(config: dict, constraint: str, bounds: Bounds) -> str:
     return "quality ratio " + ("unknown" if value is None else plain(value))
 
 
+def _serving(args: argparse.Namespace, rows: pd.DataFrame) -> bool:
+    """Serve rows are judged by an SLO: asked by --scenario serve or an SLO flag, or the tree's only ok rows."""
+    if args.scenario is not None:
+        return args.scenario == "serve"
+    if args.slo_ttft_ms is not None or args.slo_itl_ms is not None:
+        return True
+    ok = rows[rows["status"] == "ok"] if "status" in rows else rows
+    return not ok.empty and set(ok["scenario"]) == {"serve"}
+
+
+def _run(args: argparse.Namespace) -> str:
+    # Imported here: the serve module builds on this one.
+    from analysis.serve_recommend import DEFAULT_MIN_ATTAINMENT, Slo, format_text as serve_text, recommend_serve
+
+    attainment = DEFAULT_MIN_ATTAINMENT if args.min_slo_attainment is None else args.min_slo_attainment
+    if args.slo_ttft_ms is not None or args.slo_itl_ms is not None:
+        Slo(args.slo_ttft_ms, args.slo_itl_ms, attainment)  # a bad SLO is refused before the tree is read
+    rows = load(args.tree)
+    if _serving(args, rows):
+        given = [f for f, v in (("--max-latency-ms", args.max_latency_ms), ("--min-quality-ratio",
+                                args.min_quality_ratio), ("--eval", args.eval)) if v is not None]
+        if given:
+            raise BadInput(f"{', '.join(given)}: for classify and generate rows; serve rows are judged by "
+                           "--slo-ttft-ms, --slo-itl-ms and --min-slo-attainment")
+        rec = recommend_serve(rows, Slo(args.slo_ttft_ms, args.slo_itl_ms, attainment), args.objective, args.top,
+                              cost_settings(args), args.energy_source)
+        return json.dumps(asdict(rec), indent=2) if args.json else serve_text(rec)
+    if args.min_slo_attainment is not None:
+        raise BadInput(f"--min-slo-attainment is for scenario=serve rows, not {args.scenario}")
+    if args.max_latency_ms is None or args.min_quality_ratio is None:
+        raise BadInput("--max-latency-ms and --min-quality-ratio are required for classify and generate rows "
+                       "(serve rows: --slo-ttft-ms and/or --slo-itl-ms)")
+    bounds = Bounds(args.max_latency_ms, args.min_quality_ratio, args.latency_percentile)
+    rec = recommend(rows, bounds, args.objective, args.eval, args.scenario, args.top, cost_settings(args),
+                    args.energy_source)
+    return json.dumps(asdict(rec), indent=2) if args.json else format_text(rec)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m analysis.recommend", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_tree_argument(parser)
-    parser.add_argument("--max-latency-ms", type=float, required=True, help="latency bound per call (one batch)")
-    parser.add_argument("--latency-percentile", choices=PERCENTILES, default="p99")
-    parser.add_argument("--min-quality-ratio", type=float, required=True,
-                        help="quality bound relative to the fp32 reference (0.99: at most 1%% below)")
-    parser.add_argument("--eval", help="the eval to judge quality by (required when the tree has several)")
-    parser.add_argument("--scenario", help="classify or generate (required when the eval has both)")
+    group = parser.add_argument_group("classify and generate rows")
+    group.add_argument("--max-latency-ms", type=float, help="latency bound per call (one batch)")
+    group.add_argument("--latency-percentile", choices=PERCENTILES, default="p99")
+    group.add_argument("--min-quality-ratio", type=float,
+                       help="quality bound relative to the fp32 reference (0.99: at most 1%% below)")
+    group.add_argument("--eval", help="the eval to judge quality by (required when the tree has several)")
+    group = parser.add_argument_group("serve rows (docs/analysis.md, Serving: how a row is judged)")
+    group.add_argument("--slo-ttft-ms", type=float, help="time-to-first-token SLO in ms")
+    group.add_argument("--slo-itl-ms", type=float, help="inter-token latency SLO in ms")
+    group.add_argument("--min-slo-attainment", type=float,
+                       help="share of requests that must meet the SLO (default 0.99: judged by p99 where the row "
+                       "recorded another SLO)")
+    parser.add_argument("--scenario", help="classify, generate or serve (required when the eval has several; serve "
+                        "is chosen by an SLO flag, or when the tree holds only serve rows)")
     parser.add_argument("--energy-source", help="the energy source to rank (required when the tree has several "
                         "measured ones; estimates are left out when one measured source is present)")
     parser.add_argument("--objective", choices=list(OBJECTIVES), default="energy")
@@ -344,13 +395,10 @@ def main(argv: list[str] | None = None) -> int:
     add_cost_options(parser)
     args = parser.parse_args(argv)
     try:
-        bounds = Bounds(args.max_latency_ms, args.min_quality_ratio, args.latency_percentile)
-        rec = recommend(load(args.tree), bounds, args.objective, args.eval, args.scenario, args.top,
-                        cost_settings(args), args.energy_source)
+        print(_run(args))
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(json.dumps(asdict(rec), indent=2) if args.json else format_text(rec))
     return 0
 
 
