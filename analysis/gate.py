@@ -27,9 +27,8 @@ import pandas as pd
 
 from analysis.ratio_tests import POWER, RatioTest, bootstrap_ratio, detectable, holm, median, paired_t, runs
 from bench.results import load
-from bench.row import KEY_COLUMNS
+from bench.row import key_columns
 
-KEY = list(KEY_COLUMNS)  # the project's one configuration key (machine included)
 # metric -> (raw sample column, kind)
 METRICS = {
     "energy_j_per_inference": ("window_j_per_inference", "energy"),
@@ -173,8 +172,10 @@ def check(metrics: list[str], threshold: float, confidence: float, ignore: list[
         raise UnusableInput(f"unknown metric(s) {', '.join(unknown)}; choose from: {', '.join(METRICS)}")
     if threshold <= 0 or not 0 < confidence < 1:
         raise UnusableInput(f"threshold={threshold} must be > 0 and confidence={confidence} inside (0, 1)")
-    if bad := [c for c in ignore if c not in KEY]:
-        raise UnusableInput(f"--ignore {', '.join(bad)}: not a configuration key column; choose from: {', '.join(KEY)}")
+    # The project's one configuration key (machine included); its scenario columns are read when needed.
+    if bad := [c for c in ignore if c not in key_columns()]:
+        raise UnusableInput(f"--ignore {', '.join(bad)}: not a configuration key column; choose from: "
+                            f"{', '.join(key_columns())}")
     if MACHINE in ignore or "device_type" in ignore:
         raise UnusableInput("--ignore cannot drop the machine (device_type, device_name): rows of different "
                             "machines are never compared")
@@ -190,7 +191,7 @@ def compare(baseline: pd.DataFrame, candidate: pd.DataFrame, metrics: list[str],
     check(metrics, threshold, confidence, ignore)
     baseline, candidate = (rows.assign(device_type=rows["device"].astype(str).str.partition(":")[0])
                            for rows in (baseline, candidate))
-    key = [c for c in KEY if c not in ignore and (c in baseline.columns or c in candidate.columns)]
+    key = [c for c in key_columns() if c not in ignore and (c in baseline.columns or c in candidate.columns)]
     base_groups, cand_groups = _groups(baseline, key), _groups(candidate, key)
     broken = _groups(candidate, key, "failed")
     matched = [k for k in base_groups if k in cand_groups]

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from analysis.gate import METRICS, UnusableInput, check, comma_list, gate, undecided
 from bench.results import row_files
-from bench.row import KEY_COLUMNS
+from bench.row import key_columns
 
 DEFAULT_ROUNDS = 10  # the workflow's and the error-rate measurement's (docs/ci-gate.md)
 SIDES = ("baseline", "candidate")
@@ -96,7 +96,7 @@ def check_sides(sides: list[Side], out: Path, rounds: int, grid: list[str], igno
             raise UnusableInput(f"{where}: {', '.join(taken)} is set by bench.ab ({', '.join(OWN)}); use --out")
         if "-m" in overrides or "--multirun" in overrides:
             raise UnusableInput(f"{where}: leave out -m; every round is a sweep already")
-    differ = {_column(o) for o in set(sides[0].overrides) ^ set(sides[1].overrides)} & set(KEY_COLUMNS)
+    differ = {_column(o) for o in set(sides[0].overrides) ^ set(sides[1].overrides)} & set(key_columns())
     if unmatched := sorted(differ - set(ignore)):
         raise UnusableInput(f"--baseline and --candidate set configuration key column(s) {', '.join(unmatched)} "
                             f"differently: add --ignore {','.join(unmatched)} so the gate matches the two sides "

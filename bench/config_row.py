@@ -11,6 +11,7 @@ import torch
 
 from bench import environment, scenarios
 from bench.config import BenchConfig
+from bench.files import stable_key
 from bench.row import SCHEMA_VERSION, config_key
 
 # Runs of a sweep share a process: a run without `threads` must not inherit the previous run's setting.
@@ -28,10 +29,24 @@ def config_columns(cfg: BenchConfig, sweep_id: str | None, device: str | None = 
            "prune_amount": {"none": 0.0, "semi-structured-2of4": 0.5}.get(cfg.prune.name, cfg.prune.amount),
            "backend": cfg.backend, "device": device or cfg.device, "device_name": environment.device_name(device),
            "batch_size": cfg.batch_size, "seq_len": cfg.seq_len, "threads": cfg.threads or DEFAULT_THREADS,
-           "scenario": cfg.scenario.name, "profile": cfg.profile.name, "eval": cfg.eval.name, "config": asdict(cfg),
+           "scenario": cfg.scenario.name, "profile": cfg.profile.name, "eval": cfg.eval.name,
+           "eval_key": eval_key(cfg), "config": asdict(cfg),
            **(scenario.shape(cfg) if scenario else {}),
            **({"energy_axis": scenario.AXIS.column, "energy_unit": scenario.AXIS.unit,
                "energy_request_axis": scenario.AXIS.request_column} if scenario else {})}
+
+
+# Eval settings that change only the gate or the interval's level, or where caches live, not the figure.
+NOT_IN_EVAL_KEY = ("name", "cache_dir", "gate", "gate_rule", "ci_level")
+
+
+def eval_key(cfg: BenchConfig) -> str | None:
+    """The eval settings that decide the quality figure, as one digest (None when nothing is scored): two runs
+    scored on another file, split, subsample or perplexity windows are not the same configuration."""
+    if cfg.eval.kind == "none" or cfg.model.weights == "random":
+        return None
+    settings = {k: v for k, v in asdict(cfg.eval).items() if k not in NOT_IN_EVAL_KEY}
+    return stable_key(settings)
 
 
 def configuration(cfg: BenchConfig, checked: Any, sweep_id: str | None) -> dict[str, Any]:

@@ -9,6 +9,7 @@ and imports nothing heavy, so the analysis reads it without the measuring code.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, replace
 from typing import Any, Mapping
@@ -24,6 +25,7 @@ class Column:
     unit: str  # "" where the value has none
     meaning: str
     scenario: str = ALL
+    key: bool = False  # part of the configuration key (beyond KEY_COLUMNS): e.g. a serve run's arrival rate
 
 
 _c = Column
@@ -55,7 +57,7 @@ GROUPS: dict[str, list[Column]] = {
         _c("quant", "str", "", "precision or quantization (bench/quants.py)"),
         _c("prune", "str", "", "pruning method, none when unpruned"),
         _c("prune_amount", "float", "fraction", "fraction pruned (0 for none, 0.5 for 2:4)"),
-        _c("backend", "str", "", "pytorch | onnxruntime"),
+        _c("backend", "str", "", "pytorch | onnxruntime | llamacpp"),
         _c("device", "str", "", "torch device the run used (cpu, cuda:0)"),
         _c("batch_size", "int", "sequences", "sequences per call"),
         _c("seq_len", "int", "tokens", "sequence length (generate: prompt_len + new_tokens)"),
@@ -95,7 +97,8 @@ GROUPS: dict[str, list[Column]] = {
         _c("energy_params", "json", "", "parameters of the source (the estimate's model, RAPL zones, GPU UUID)"),
     ],
     "protocol": [
-        _c("load_seconds", "float", "s", "loading the fp32 model"),
+        _c("load_seconds", "float", "s", "loading the fp32 PyTorch model (absent where the backend reads the "
+           "model's own file: llamacpp)"),
         _c("prepare_seconds", "float", "s", "making the variant, exporting, building the session, preparing inputs"),
         _c("idle_power_w", "float", "W", "power with the model loaded and idle, before the warm-up: the mean of "
            "idle_segment_w"),
@@ -146,7 +149,7 @@ GROUPS: dict[str, list[Column]] = {
         _c("params_total", "int", "", "parameters of the (pruned) model"),
         _c("params_nonzero", "int", "", "nonzero parameters"),
         _c("linear_sparsity", "float", "fraction", "share of zeros among Linear weights"),
-        _c("model_bytes", "int", "B", "the variant's weights in their stored format"),
+        _c("model_bytes", "int", "B", "the variant's weights in their stored format (llamacpp: the GGUF file)"),
         _c("onnx_exporter", "str", "", "exporter and its version"),
         _c("onnx_opset", "int", "", "ONNX opset of the export"),
         _c("onnxruntime_version", "str", "", "ONNX Runtime version"),
@@ -155,12 +158,26 @@ GROUPS: dict[str, list[Column]] = {
         _c("calibration_method", "str", "", "static quantization's calibration method"),
         _c("calibration_data", "str", "", "where the calibration inputs came from"),
         _c("calibration_samples", "int", "sequences", "calibration sequences"),
+        _c("gguf_file", "str", "", "the GGUF file llama.cpp ran: the shipped file or its cached variant"),
+        _c("gguf_type", "str", "", "the file's type as llama.cpp names it (general.file_type): Q4_1, Q4_K_M, F16"),
+        _c("gguf_tensor_types", "json", "", "tensors per GGML type in the file: where a tensor's rows do not fit "
+           "a type's blocks, llama.cpp's quantizer falls back to another type"),
+        _c("gguf_source", "str", "", "as shipped | dequantised from <the shipped type> (f16) | quantized by "
+           "llama.cpp from f16"),
+        _c("gguf_shipped_type", "str", "", "type of the model's GGUF file as it ships: f16, and every type made "
+           "from it, carry its error"),
+        _c("gguf_tools", "str", "", "what made the file and their versions (gguf, llama-cpp-python); empty as "
+           "shipped"),
+        _c("llama_cpp_version", "str", "", "llama-cpp-python version that ran the file"),
+        _c("llama_gpu_layers", "int", "", "layers llama.cpp offloaded to the GPU (-1: all; 0 on the CPU)"),
     ],
     "quality": [
         _c("eval", "str", "", "eval set name, none when not scored"),
+        _c("eval_key", "str", "", "digest of the eval settings that decide the quality figure (file, split, "
+           "subsample, perplexity windows); empty when not scored", key=True),
         _c("quality_metric", "str", "", "accuracy | spearman | perplexity | none"),
         _c("quality", "float", "", "the variant's score on the eval's test split"),
-        _c("quality_ref", "float", "", "the fp32 reference's score on the same items"),
+        _c("quality_ref", "float", "", "the reference's score on the same items (fp32 PyTorch; llamacpp: its f16 GGUF)"),
         _c("quality_ci_low", "float", "", "lower end of the interval of quality (docs/quality.md)"),
         _c("quality_ci_high", "float", "", "upper end of the interval of quality"),
         _c("quality_ci_method", "str", "", "wilson (accuracy) | percentile bootstrap over pairs or windows, "
@@ -175,7 +192,7 @@ GROUPS: dict[str, list[Column]] = {
         _c("fidelity_cosine_mean", "float", "", "mean cosine similarity to the reference's embeddings"),
         _c("fidelity_cosine_min", "float", "", "smallest cosine similarity to the reference's embeddings"),
         _c("fidelity_top1_agreement", "float", "fraction", "share of items (tokens) where the top class matches"),
-        _c("fidelity_kl_mean", "float", "nats", "mean KL(fp32 || variant) per scored token (perplexity)"),
+        _c("fidelity_kl_mean", "float", "nats", "mean KL(reference || variant) per scored token (perplexity)"),
         _c("eval_samples", "int", "", "test items (perplexity: windows) scored"),
         _c("eval_subsample", "int", "", "test items (windows) eval.max_test_samples kept: stratified by label for "
            "classification, random for STS and windows; empty when every item was scored"),
@@ -187,7 +204,7 @@ GROUPS: dict[str, list[Column]] = {
         _c("eval_text_tokens", "int", "tokens", "perplexity: tokens of the text after the eval.max_tokens cut"),
         _c("eval_tokens_scored", "int", "tokens", "perplexity: tokens whose prediction was scored"),
         _c("eval_logits_path", "str", "", "perplexity: logits_to_keep (only the scored positions' logits) | "
-           "all positions (the model computes every position's)"),
+           "all positions (the model computes every position's) | llama.cpp, the scored positions' logits only"),
         _c("eval_context", "int", "tokens", "perplexity window length"),
         _c("eval_stride", "int", "tokens", "perplexity window stride"),
         _c("eval_max_tokens", "int", "tokens", "perplexity text cut"),
@@ -246,11 +263,22 @@ def _plain(value: Any) -> Any:
     return value
 
 
+@functools.cache
+def key_columns() -> tuple[str, ...]:
+    """KEY_COLUMNS, then every declared column marked `key` (a scenario's own settings, the eval's), by name."""
+    return KEY_COLUMNS + tuple(sorted(c.name for c in declared().values() if c.key))
+
+
 def key_values(row: Mapping[str, Any], without: tuple[str, ...] = ()) -> tuple[Any, ...]:
-    """The key's values of a row (a dict or a pandas Series), missing columns as None."""
+    """The key's values of a row (a dict or a pandas Series): KEY_COLUMNS' (missing ones as None), then the
+    other key columns' that the row has, as (name, value). Only set values are appended so that a row without
+    them (an older row, another scenario's) keeps the key it was written with."""
     device = row.get("device")
     values = {**row, "device_type": str(device).split(":")[0] if isinstance(device, str) else None}
-    return tuple(_plain(values.get(c)) for c in KEY_COLUMNS if c not in without)
+    base = tuple(_plain(values.get(c)) for c in KEY_COLUMNS if c not in without)
+    extra = tuple((c, v) for c in key_columns()[len(KEY_COLUMNS):]
+                  if c not in without and (v := _plain(values.get(c))) is not None)
+    return base + extra
 
 
 def config_key(row: Mapping[str, Any], without: tuple[str, ...] = ()) -> str:

@@ -69,6 +69,22 @@ def test_the_configuration_key_includes_the_machine_and_every_variant_parameter(
     assert row.config_key({**base, "batch_size": 8.0}) == row.config_key({**base, "batch_size": 8})
 
 
+def test_the_eval_settings_that_decide_quality_are_in_the_key_and_an_older_row_keeps_its_key():
+    from bench.config import BenchConfig, EvalConfig
+    from bench.config_row import eval_key
+
+    default = eval_key(BenchConfig())
+    assert default is not None
+    assert eval_key(BenchConfig(eval=EvalConfig(max_test_samples=100))) != default  # another subsample
+    assert eval_key(BenchConfig(eval=EvalConfig(path="other.csv"))) != default
+    assert eval_key(BenchConfig(eval=EvalConfig(gate=0.9, cache_dir="/elsewhere"))) == default  # same figure
+    assert eval_key(BenchConfig(eval=EvalConfig(name="none", kind="none"))) is None
+    older = make_row()  # written before eval_key existed: its stored key is still what config_key gives
+    assert "eval_key" not in older and row.config_key(older) == row.config_key({**older, "eval_key": None})
+    assert row.config_key({**older, "eval_key": default}) != row.config_key(older)
+    assert "eval_key" in row.key_columns()
+
+
 def test_rows_of_schema_1_are_migrated_on_load(tmp_path):
     old = {k: v for k, v in make_row(scenario="generate", prompt_len=16, new_tokens=8).items()
            if k not in ("config_key", "energy_axis", "energy_unit", "energy_request_axis")}
