@@ -19,6 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from bench.config import BenchConfig, EvalConfig, ModelConfig, PruneConfig, load_profile
+from bench.digits import figure, plain
 from bench.run import run
 
 BERT_BASE = ModelConfig(name="bert-base", name_or_path="bert-base-uncased", weights="random",
@@ -26,15 +27,22 @@ BERT_BASE = ModelConfig(name="bert-base", name_or_path="bert-base-uncased", weig
 
 
 def _line(label: str, row: dict, base: dict) -> str:
+    """One configuration: its figures to the digits their intervals support, and ratios to an ok baseline only."""
     if row["status"] != "ok":
         return f"  {label:<28} {row['status']}: {row.get('error_message', row.get('invalid_reasons'))}"
-    speed = base["latency_ms_p50"] / row["latency_ms_p50"]
-    energy = base["energy_j_per_inference"] / row["energy_j_per_inference"]
+    estimate = not row.get("energy_measured")
+    if base["status"] == "ok":
+        # Two significant digits: a ratio of two figures each known to a few percent at best.
+        speed = f"{plain(base['latency_ms_p50'] / row['latency_ms_p50'], 2)}x faster"
+        energy = f"{plain(base['energy_j_per_inference'] / row['energy_j_per_inference'], 2)}x less energy"
+    else:
+        speed = energy = f"(no ratio: the baseline is {base['status']})"
     accuracy = row.get("quality")
-    quality = f"  accuracy {accuracy:.3f}" if isinstance(accuracy, float) and not math.isnan(accuracy) else ""
-    return (f"  {label:<28} p50 {row['latency_ms_p50']:8.2f} ms  {speed:5.2f}x faster  "
-            f"{row['energy_j_per_inference']:.4g} J/inf  {energy:5.2f}x less energy  "
-            f"{row['flops_per_inference'] / 1e9:6.2f} GFLOP  nonzero params {row['params_nonzero'] / 1e6:6.2f}M"
+    quality = (f"  accuracy {figure(row, 'quality')}" if isinstance(accuracy, float) and not math.isnan(accuracy)
+               else "")
+    return (f"  {label:<28} p50 {plain(row['latency_ms_p50'])} ms  {speed}  "
+            f"{figure(row, 'energy_j_per_inference')} J/inf{' (estimate)' if estimate else ''}  {energy}  "
+            f"{plain(row['flops_per_inference'] / 1e9)} GFLOP  nonzero params {plain(row['params_nonzero'] / 1e6)}M"
             f"{quality}")
 
 
@@ -74,7 +82,7 @@ def main() -> None:
         if row["status"] == l1["status"] == "ok":
             flops = row["flops_per_inference"] / l1["flops_per_inference"]
             energy = row["energy_j_per_inference"] / l1["energy_j_per_inference"]
-            print(f"  {label} against {rows2[1][0]}: FLOPs x{flops:.2f}, energy x{energy:.2f}")
+            print(f"  {label} against {rows2[1][0]}: FLOPs x{plain(flops, 2)}, energy x{plain(energy, 2)}")
 
 
 if __name__ == "__main__":
