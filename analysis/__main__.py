@@ -13,6 +13,7 @@ import pandas as pd
 from analysis import plots, report, serve_plots
 from analysis.costs import CostSettings, with_costs
 from analysis.limits import Peaks, with_limits
+from analysis.loads import serve_mode, under_load
 from analysis.options import add_tree_argument, add_cost_options, add_peak_options, cost_settings, peaks
 from analysis.pareto import with_fronts
 from bench.results import load
@@ -29,9 +30,9 @@ def _kind(source: str) -> str:
 def _serving(rows: pd.DataFrame, out: Path) -> list[report.Group]:
     """Per (model family, device, energy source, serve mode), the serve rows' load curves; estimated and measured
     joules never share a plot, nor open-loop rates and closed-loop concurrencies an axis."""
-    serving = rows[(rows["scenario"] == "serve") & (rows["status"] == "ok") & rows["energy_j"].notna()]
+    serving = rows[under_load(rows) & (rows["status"] == "ok") & rows["energy_j"].notna()]
     groups = []
-    keys = ["family", "device_key", "energy_source", serve_plots.serve_mode(serving).rename("serve_mode_")]
+    keys = ["family", "device_key", "energy_source", serve_mode(serving).rename("serve_mode_")]
     for (family, device, source, mode), group in serving.groupby(keys, sort=True):
         heading = f"{family} on {device} ({_kind(source)}), {mode} loop"
         image = out / f"serve_{_slug(family, device, source, mode)}.png"
@@ -53,7 +54,7 @@ def analyse(tree: Path, out: Path, settings: CostSettings | None = None, device_
               ).to_csv(written[1], index=False)
     # Serve rows are judged under load (their own section), not on a quality front: their joules depend on the
     # arrival rate, and they are usually not scored (eval=none).
-    serve = rows["scenario"] == "serve"
+    serve = under_load(rows)
     placed = rows[(rows["status"] == "ok") & rows["quality"].notna() & ~serve]
     serving = _serving(rows, out)
     excluded -= int((serve & (rows["status"] == "ok") & rows["energy_j"].notna() & rows["quality"].isna()).sum())

@@ -22,6 +22,7 @@ import pandas as pd
 
 from analysis.costs import CostSettings, with_costs
 from analysis.devices import device_key
+from analysis.loads import under_load
 from analysis.options import add_tree_argument, add_cost_options, cost_settings
 from analysis.pareto import quality_ratio
 from bench.digits import plain, significant_digits
@@ -278,15 +279,17 @@ def format_text(rec: Recommendation) -> str:
     lines = [f"{rec.eval} ({rec.scenario}; {source}, the only source ranked), lowest {what} per {unit} under "
              f"{b.describe('latency')} and {b.describe('quality')}:",
              f"Recommended: {pick['label']}{estimate_flag(pick)}",
-             f"  {energy_text(pick, pick['energy_j'])} J/{unit}, {b.latency_percentile} {plain(pick['latency_ms'])} ms, "
+             f"  {energy_text(pick, pick['energy_j'])} J/{unit}, {b.latency_percentile} "
+             f"{plain(pick['latency_ms'])} ms, "
              f"quality ratio {plain(pick['quality_ratio'])}, {pick['runs']} run(s){estimate_flag(pick)}",
              f"  per million {unit}s: {energy_text(pick, pick['kwh_per_million'])} kWh, cost "
              f"{energy_text(pick, pick['cost_per_million'])} (at {pick['price_per_kwh']:g}/kWh), "
              f"{energy_text(pick, pick['gco2e_per_million'])} gCO2e "
              f"(at {pick['grid_gco2_per_kwh']:g} g/kWh){estimate_flag(pick)}"]
     if rec.settings.requests_per_day is not None:
-        lines.append(f"  at {rec.settings.requests_per_day:g} requests/day: {energy_text(pick, pick['kwh_per_day'])} kWh, "
-                     f"cost {energy_text(pick, pick['cost_per_day'])}, {energy_text(pick, pick['gco2e_per_day'])} gCO2e per "
+        lines.append(f"  at {rec.settings.requests_per_day:g} requests/day: "
+                     f"{energy_text(pick, pick['kwh_per_day'])} kWh, cost {energy_text(pick, pick['cost_per_day'])}, "
+                     f"{energy_text(pick, pick['gco2e_per_day'])} gCO2e per "
                      f"day{estimate_flag(pick)}")
     why = (f"  why: the lowest {what} of the {rec.feasible} configuration(s) meeting both bounds, of {rec.measured} "
            "measured")
@@ -316,7 +319,8 @@ def format_text(rec: Recommendation) -> str:
                          f"{cost.saving:.0%} {what}{estimate_flag(best)}")
         else:
             lines.append(f"{head} cost nothing: the best configuration it excluded, {best['label']} "
-                         f"({_shortfall(best, cost.constraint, b)}), uses {-cost.saving:.0%} more {what}{estimate_flag(best)}")
+                         f"({_shortfall(best, cost.constraint, b)}), uses {-cost.saving:.0%} more {what}"
+                         f"{estimate_flag(best)}")
     if estimate_flag(pick, *rec.runners_up, *(c.best for c in rec.constraint_costs if c.best)):
         lines.append("ESTIMATED energy: no energy counter was readable; the figure is a power model, not a "
                      "measurement.")
@@ -332,13 +336,15 @@ def _shortfall(config: dict, constraint: str, bounds: Bounds) -> str:
 
 
 def _serving(args: argparse.Namespace, rows: pd.DataFrame) -> bool:
-    """Serve rows are judged by an SLO: asked by --scenario serve or an SLO flag, or the tree's only ok rows."""
+    """Rows of a server under load are judged by an SLO: asked by naming their scenario or by an SLO flag, or
+    when they are the tree's only ok rows."""
+    loaded = under_load(rows)
     if args.scenario is not None:
-        return args.scenario == "serve"
+        return loaded.any() and args.scenario in set(rows.loc[loaded, "scenario"])
     if args.slo_ttft_ms is not None or args.slo_itl_ms is not None:
         return True
-    ok = rows[rows["status"] == "ok"] if "status" in rows else rows
-    return not ok.empty and set(ok["scenario"]) == {"serve"}
+    ok = rows["status"] == "ok" if "status" in rows else loaded
+    return bool(ok.any()) and bool(loaded[ok].all())
 
 
 def _run(args: argparse.Namespace) -> str:
@@ -359,13 +365,15 @@ def _run(args: argparse.Namespace) -> str:
                               cost_settings(args), args.energy_source)
         return json.dumps(asdict(rec), indent=2) if args.json else serve_text(rec)
     if args.min_slo_attainment is not None:
-        raise BadInput(f"--min-slo-attainment is for scenario=serve rows, not {args.scenario}")
+        raise BadInput("--min-slo-attainment is for scenario=serve rows, not "
+                       f"{args.scenario or 'the classify and generate rows this tree has'}")
     if args.max_latency_ms is None or args.min_quality_ratio is None:
         raise BadInput("--max-latency-ms and --min-quality-ratio are required for classify and generate rows "
                        "(serve rows: --slo-ttft-ms and/or --slo-itl-ms)")
     bounds = Bounds(args.max_latency_ms, args.min_quality_ratio, args.latency_percentile)
-    rec = recommend(rows, bounds, args.objective, args.eval, args.scenario, args.top, cost_settings(args),
-                    args.energy_source)
+    # Rows under load have no per-call latency: the SLO judges them, never these bounds.
+    rec = recommend(rows[~under_load(rows)], bounds, args.objective, args.eval, args.scenario, args.top,
+                    cost_settings(args), args.energy_source)
     return json.dumps(asdict(rec), indent=2) if args.json else format_text(rec)
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.serve_plots import serve_mode, variant_label
+from analysis.loads import serve_mode
+from analysis.serve_plots import variant_label
 from bench.digits import ESTIMATE_SIGNIFICANT, plain, with_interval
 
 COLUMNS = [

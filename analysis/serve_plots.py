@@ -11,6 +11,8 @@ matplotlib.use("Agg")  # files only: no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from analysis.loads import serve_mode  # noqa: E402
+
 # The load a row was driven at: open-loop rows by their Poisson arrival rate, closed-loop ones by the number of
 # requests kept in flight. The two are different axes, so they never share a plot.
 LOAD = {"open": ("serve_rate", "arrival rate (requests/s)"),
@@ -18,13 +20,6 @@ LOAD = {"open": ("serve_rate", "arrival rate (requests/s)"),
 # A line is one variant; the shape is named only where it varies within the plot.
 VARIANT = ["model", "quant", "backend"]
 SHAPE = ["prompt_len", "new_tokens"]
-
-
-def serve_mode(rows: pd.DataFrame) -> pd.Series:
-    """open | closed per row (a row without serve_mode is open-loop when it has a rate)."""
-    recorded = rows["serve_mode"] if "serve_mode" in rows else pd.Series(None, index=rows.index, dtype=object)
-    rate = rows["serve_rate"] if "serve_rate" in rows else pd.Series(float("nan"), index=rows.index)
-    return recorded.fillna(rate.notna().map({True: "open", False: "closed"}))
 
 
 def variant_label(row: pd.Series, shape: bool = False) -> str:

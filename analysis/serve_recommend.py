@@ -23,7 +23,8 @@ from analysis.costs import CostSettings, with_costs
 from analysis.devices import device_key
 from analysis.recommend import (DISTINGUISHING, ESTIMATED, OBJECTIVES, BadInput, ConstraintCost, energy_text,
                                 estimate_flag, objective_text, one_per_configuration, ranked_source)
-from analysis.serve_plots import SHAPE, serve_mode, variant_label
+from analysis.loads import serve_mode, under_load
+from analysis.serve_plots import SHAPE, variant_label
 from bench.digits import plain, with_interval
 
 DEFAULT_MIN_ATTAINMENT = 0.99
@@ -123,35 +124,49 @@ def _label(row: pd.Series, shape: bool, varying: list[str]) -> str:
                      *(f"{c} {row[c]}" for c in varying)])
 
 
+def _scored(metric: str, value: float, eval_name: str) -> str:
+    return f"{metric} {plain(value)}" + ("" if eval_name == metric else f" on {eval_name}")
+
+
 def _quality(rows: pd.DataFrame) -> dict[tuple, str]:
-    """(model, quant, backend) -> the quality its generate rows recorded, e.g. "perplexity 18.3 on wikitext-2"."""
-    scored = rows[(rows["scenario"] == "generate") & (rows["status"] == "ok")]
-    scored = scored[scored["quality"].notna()] if "quality" in scored else scored.iloc[0:0]
+    """(model, quant, backend) -> the quality its scored rows not under load recorded, e.g. "perplexity 18.3 on
+    wikitext-2 (its generate rows)": shown beside a serve row that was not scored itself."""
+    if "quality" not in rows:
+        return {}
+    scored = rows[~under_load(rows) & (rows["status"] == "ok") & rows["quality"].notna()]
     out: dict[tuple, list[str]] = {}
-    for (model, quant, backend, metric, eval_name), group in scored.groupby(
-            ["model", "quant", "backend", "quality_metric", "eval"]):
-        out.setdefault((model, quant, backend), []).append(f"{metric} {plain(group['quality'].median())} on "
-                                                           f"{eval_name}")
+    for (model, quant, backend, metric, eval_name, scenario), group in scored.groupby(
+            ["model", "quant", "backend", "quality_metric", "eval", "scenario"]):
+        out.setdefault((model, quant, backend), []).append(
+            f"{_scored(metric, group['quality'].median(), eval_name)} (its {scenario} rows)")
     return {k: ", ".join(v) for k, v in out.items()}
+
+
+def _quality_text(row: pd.Series, elsewhere: dict[tuple, str]) -> str | None:
+    """The row's own score (the variant the server ran, scored after it stopped), else its unloaded rows'."""
+    if pd.notna(row.get("quality")):
+        return _scored(str(row["quality_metric"]), row["quality"], str(row["eval"]))
+    return elsewhere.get((row["model"], row["quant"], row["backend"]))
 
 
 def candidates(rows: pd.DataFrame, settings: CostSettings, energy_source: str | None) -> tuple[pd.DataFrame, str]:
     """The ok serve rows of one energy source, with costs, one per configuration and load, labelled."""
     if rows.empty:
         raise BadInput("no result rows in the tree")
-    ok = rows[(rows["status"] == "ok") & (rows["scenario"] == "serve")]
+    ok = rows[(rows["status"] == "ok") & under_load(rows)]
     if ok.empty:
-        raise BadInput(f"no ok scenario=serve row in the tree (scenarios: {rows['scenario'].value_counts().to_dict()}, "
-                       f"statuses: {rows['status'].value_counts().to_dict()})")
+        raise BadInput("no ok row of a server under load (scenario=serve) in the tree (scenarios: "
+                       f"{rows['scenario'].value_counts().to_dict()}, statuses: "
+                       f"{rows['status'].value_counts().to_dict()})")
     source = ranked_source(ok, energy_source)
     ok = with_costs(ok[ok["energy_source"] == source], settings)
     ok = ok.assign(device_key=device_key(ok), serve_mode_=serve_mode(ok))
     ok = one_per_configuration(ok, [c for c in LOAD_KEY + ["serve_mode_"] if c in ok])
     shape = any(ok[c].nunique(dropna=False) > 1 for c in SHAPE if c in ok)
-    varying = [c for c in DISTINGUISHING if c in ok and ok[c].nunique(dropna=False) > 1]
-    quality = _quality(rows)
+    varying = [c for c in DISTINGUISHING + ["serve_server"] if c in ok and ok[c].nunique(dropna=False) > 1]
+    elsewhere = _quality(rows)
     ok["label"] = [_label(row, shape, varying) for _, row in ok.iterrows()]
-    ok["quality_text"] = [quality.get((r["model"], r["quant"], r["backend"])) for _, r in ok.iterrows()]
+    ok["quality_text"] = [_quality_text(row, elsewhere) for _, row in ok.iterrows()]
     return ok, source
 
 
@@ -224,8 +239,8 @@ def recommend_serve(rows: pd.DataFrame, slo: Slo, objective: str = "energy", top
         costs.append(ConstraintCost(name, slo.part(name), len(excluded),
                                     None if best is None else _summary(best, column, slo, by[best.name]),
                                     None if best is None else 1 - best[column] / pick[column]))
-    return ServeRecommendation("serve", source, objective, str(pick["energy_unit"]), slo, _criteria(by, slo),
-                               len(rows), len(feasible), int((~judged).sum()),
+    return ServeRecommendation(str(pick["scenario"]), source, objective, str(pick["energy_unit"]), slo,
+                               _criteria(by, slo), len(rows), len(feasible), int((~judged).sum()),
                                _summary(pick, column, slo, by[pick.name]),
                                [_summary(r, column, slo, by[i]) for i, r in feasible.iloc[1:top + 1].iterrows()],
                                costs, settings)
@@ -279,7 +294,7 @@ def _with_interval(config: dict) -> str:
 
 
 def _quality_note(config: dict) -> str:
-    return f", {config['quality']} (its generate rows)" if config["quality"] else ""
+    return f", {config['quality']}" if config["quality"] else ""
 
 
 def format_text(rec: ServeRecommendation) -> str:
@@ -287,7 +302,7 @@ def format_text(rec: ServeRecommendation) -> str:
     pick, unit, what = rec.pick, rec.unit, OBJECTIVES[rec.objective][1]
     source = ("ESTIMATED energy (a model)" if rec.energy_source == "estimate"
               else f"energy measured by {rec.energy_source}")
-    lines = [f"serve ({source}, the only source ranked), lowest {what} per {unit} under {rec.slo.describe()}:",
+    lines = [f"{rec.scenario} ({source}, the only source ranked), lowest {what} per {unit} under {rec.slo.describe()}:",
              *(f"  judged: {c}" for c in rec.criteria),
              f"Recommended: {pick['label']}{estimate_flag(pick)}",
              f"  {_with_interval(pick)} J/{unit}, {_figures(pick)}, "

