@@ -20,23 +20,26 @@ def amx_int8() -> bool:
         return False
 
 
-def without_extra_buffers() -> None:
-    """Every llama.cpp model this process loads from now on skips the extra CPU buffer types."""
+def avoid_amx_crash() -> None:
+    """On a CPU with AMX int8, every llama.cpp model this process loads from now on skips the extra CPU buffer
+    types (llama-cpp-python has no parameter for it: its default model parameters are patched, once)."""
     import llama_cpp.llama_cpp as low_level
 
     default = low_level.llama_model_default_params
+    if getattr(default, "without_extra_buffers", False) or not amx_int8():
+        return
 
     def params() -> Any:
         p = default()
         p.use_extra_bufts = False
         return p
 
+    params.without_extra_buffers = True  # type: ignore[attr-defined]
     low_level.llama_model_default_params = params
 
 
 def main() -> None:
-    if amx_int8():
-        without_extra_buffers()
+    avoid_amx_crash()
     from llama_cpp.server.__main__ import main as serve
 
     serve()

@@ -41,8 +41,12 @@ def _warn_once(message: str) -> None:
     log.warning(message)  # once per process, not once per run of a sweep
 
 
-def open_meter(cfg: MeterConfig, device: str, cores_in_use: int) -> EnergyMeter:
-    """The meter for `device`: the named source, or with `auto` the best readable one (logged)."""
+def open_meter(cfg: MeterConfig, device: str, cores_in_use: int, processes: tuple[int, ...] = ()) -> EnergyMeter:
+    """The meter for `device`: the named source, or with `auto` the best readable one (logged).
+
+    `processes`: the work is theirs, not this process's (a server): the estimate counts their CPU time. RAPL and
+    NVML read the whole package or GPU, which includes them already.
+    """
     on_cuda = device.startswith("cuda")
     if cfg.source in ("rapl", "pyrapl", "estimate") and on_cuda:
         raise ConfigError(
@@ -74,6 +78,10 @@ def open_meter(cfg: MeterConfig, device: str, cores_in_use: int) -> EnergyMeter:
             return PyRaplMeter()
     except MeterUnavailable as e:
         raise ConfigError(f"meter={cfg.source} is not available for device={device!r}: {e}") from e
-    from bench.meters.estimate import EstimateMeter
+    from bench.meters.estimate import EstimateMeter, processes_cpu_time
 
+    if processes:
+        return EstimateMeter(cfg.estimate_tdp_w, cfg.estimate_socket_cores, cfg.estimate_idle_fraction, cores_in_use,
+                             cpu_time=processes_cpu_time(processes),
+                             counted=f"process(es) {', '.join(map(str, processes))} (all their threads)")
     return EstimateMeter(cfg.estimate_tdp_w, cfg.estimate_socket_cores, cfg.estimate_idle_fraction, cores_in_use)
