@@ -270,37 +270,67 @@ def objective_text(config: dict, objective: str, unit: str) -> str:
     return f"{energy_text(config, config['value'])} gCO2e per million {unit}s"
 
 
+def source_text(energy_source: str) -> str:
+    return "ESTIMATED energy (a model)" if energy_source == "estimate" else f"energy measured by {energy_source}"
+
+
+def per_million(pick: dict, unit: str) -> str:
+    """The pick's kWh, cost and carbon per million units, to the digits its energy interval supports."""
+    return (f"  per million {unit}s: {energy_text(pick, pick['kwh_per_million'])} kWh, cost "
+            f"{energy_text(pick, pick['cost_per_million'])} (at {pick['price_per_kwh']:g}/kWh), "
+            f"{energy_text(pick, pick['gco2e_per_million'])} gCO2e "
+            f"(at {pick['grid_gco2_per_kwh']:g} g/kWh){estimate_flag(pick)}")
+
+
+def next_text(pick: dict, runners_up: list[dict], what: str) -> str:
+    """How much more the first runner-up uses, and whether the intervals separate the two at all."""
+    if not runners_up:
+        return ""
+    nxt = runners_up[0]
+    text = f"; the next, {nxt['label']}, uses {nxt['value'] / pick['value'] - 1:.0%} more {what}"
+    if nxt["value_ci_low"] is not None and pick["value_ci_high"] is not None \
+            and nxt["value_ci_low"] <= pick["value_ci_high"]:
+        text += " (their energy intervals overlap: the measurements do not separate them)"
+    return text
+
+
+def cost_line(head: str, cost: ConstraintCost, shortfall: str, what: str, nothing: str) -> str:
+    """What one bound cost: nothing excluded, the saving it forbade, or that what it excluded was dearer."""
+    best = cost.best
+    if best is None:
+        return f"{head} excluded nothing that meets {nothing}"
+    if cost.saving > 0:
+        return f"{head} excluded {best['label']} ({shortfall}), which would save {cost.saving:.0%} {what}" \
+               f"{estimate_flag(best)}"
+    return (f"{head} cost nothing: the best configuration it excluded, {best['label']} ({shortfall}), uses "
+            f"{-cost.saving:.0%} more {what}{estimate_flag(best)}")
+
+
+def estimate_note(*configs: dict) -> list[str]:
+    return ["ESTIMATED energy: no energy counter was readable; the figure is a power model, not a measurement."] \
+        if estimate_flag(*configs) else []
+
+
 def format_text(rec: Recommendation) -> str:
     """The recommendation, its reasons, the runners-up and what each bound cost, one configuration a line."""
     pick, unit, what = rec.pick, rec.unit, OBJECTIVES[rec.objective][1]
     b = rec.bounds
-    source = ("ESTIMATED energy (a model)" if rec.energy_source == "estimate"
-              else f"energy measured by {rec.energy_source}")
-    lines = [f"{rec.eval} ({rec.scenario}; {source}, the only source ranked), lowest {what} per {unit} under "
+    lines = [f"{rec.eval} ({rec.scenario}; {source_text(rec.energy_source)}, the only source ranked), lowest {what} "
+             f"per {unit} under "
              f"{b.describe('latency')} and {b.describe('quality')}:",
              f"Recommended: {pick['label']}{estimate_flag(pick)}",
              f"  {energy_text(pick, pick['energy_j'])} J/{unit}, {b.latency_percentile} "
              f"{plain(pick['latency_ms'])} ms, "
              f"quality ratio {plain(pick['quality_ratio'])}, {pick['runs']} run(s){estimate_flag(pick)}",
-             f"  per million {unit}s: {energy_text(pick, pick['kwh_per_million'])} kWh, cost "
-             f"{energy_text(pick, pick['cost_per_million'])} (at {pick['price_per_kwh']:g}/kWh), "
-             f"{energy_text(pick, pick['gco2e_per_million'])} gCO2e "
-             f"(at {pick['grid_gco2_per_kwh']:g} g/kWh){estimate_flag(pick)}"]
+             per_million(pick, unit)]
     if rec.settings.requests_per_day is not None:
         lines.append(f"  at {rec.settings.requests_per_day:g} requests/day: "
                      f"{energy_text(pick, pick['kwh_per_day'])} kWh, cost {energy_text(pick, pick['cost_per_day'])}, "
                      f"{energy_text(pick, pick['gco2e_per_day'])} gCO2e per "
                      f"day{estimate_flag(pick)}")
-    why = (f"  why: the lowest {what} of the {rec.feasible} configuration(s) meeting both bounds, of {rec.measured} "
-           "measured")
-    mentioned = [pick, *rec.runners_up[:1]]
-    if rec.runners_up:
-        nxt = rec.runners_up[0]
-        why += f"; the next, {nxt['label']}, uses {nxt['value'] / pick['value'] - 1:.0%} more {what}"
-        if nxt["value_ci_low"] is not None and pick["value_ci_high"] is not None \
-                and nxt["value_ci_low"] <= pick["value_ci_high"]:
-            why += " (their energy intervals overlap: the measurements do not separate them)"
-    lines.append(why + estimate_flag(*mentioned))
+    lines.append(f"  why: the lowest {what} of the {rec.feasible} configuration(s) meeting both bounds, of "
+                 f"{rec.measured} measured{next_text(pick, rec.runners_up, what)}"
+                 f"{estimate_flag(pick, *rec.runners_up[:1])}")
     if rec.runners_up:
         lines.append("Runners-up (meet both bounds):")
         for rank, config in enumerate(rec.runners_up, start=2):
@@ -310,20 +340,10 @@ def format_text(rec: Recommendation) -> str:
                          f"{estimate_flag(config)}")
     lines.append("What each bound cost:")
     for cost in rec.constraint_costs:
-        head = f"  - the {cost.constraint} bound ({cost.bound})"
-        best = cost.best
-        if best is None:
-            lines.append(f"{head} excluded nothing that meets the other bound")
-        elif cost.saving > 0:
-            lines.append(f"{head} excluded {best['label']} ({_shortfall(best, cost.constraint, b)}), which would save "
-                         f"{cost.saving:.0%} {what}{estimate_flag(best)}")
-        else:
-            lines.append(f"{head} cost nothing: the best configuration it excluded, {best['label']} "
-                         f"({_shortfall(best, cost.constraint, b)}), uses {-cost.saving:.0%} more {what}"
-                         f"{estimate_flag(best)}")
-    if estimate_flag(pick, *rec.runners_up, *(c.best for c in rec.constraint_costs if c.best)):
-        lines.append("ESTIMATED energy: no energy counter was readable; the figure is a power model, not a "
-                     "measurement.")
+        shortfall = _shortfall(cost.best, cost.constraint, b) if cost.best else ""
+        lines.append(cost_line(f"  - the {cost.constraint} bound ({cost.bound})", cost, shortfall, what,
+                               "the other bound"))
+    lines += estimate_note(pick, *rec.runners_up, *(c.best for c in rec.constraint_costs if c.best))
     return "\n".join(lines)
 
 

@@ -21,8 +21,9 @@ import pandas as pd
 
 from analysis.costs import CostSettings, with_costs
 from analysis.devices import device_key
-from analysis.recommend import (DISTINGUISHING, ESTIMATED, OBJECTIVES, BadInput, ConstraintCost, energy_text,
-                                estimate_flag, objective_text, one_per_configuration, ranked_source)
+from analysis.recommend import (DISTINGUISHING, ESTIMATED, OBJECTIVES, BadInput, ConstraintCost, cost_line,
+                                energy_text, estimate_flag, estimate_note, next_text, objective_text,
+                                one_per_configuration, per_million, ranked_source, source_text)
 from analysis.loads import serve_mode, under_load
 from analysis.serve_plots import SHAPE, variant_label
 from bench.digits import plain, with_interval
@@ -300,26 +301,15 @@ def _quality_note(config: dict) -> str:
 def format_text(rec: ServeRecommendation) -> str:
     """The pick and its reasons, how rows were judged, the runners-up and what each part of the SLO cost."""
     pick, unit, what = rec.pick, rec.unit, OBJECTIVES[rec.objective][1]
-    source = ("ESTIMATED energy (a model)" if rec.energy_source == "estimate"
-              else f"energy measured by {rec.energy_source}")
-    lines = [f"{rec.scenario} ({source}, the only source ranked), lowest {what} per {unit} under {rec.slo.describe()}:",
+    lines = [f"{rec.scenario} ({source_text(rec.energy_source)}, the only source ranked), lowest {what} per {unit} "
+             f"under {rec.slo.describe()}:",
              *(f"  judged: {c}" for c in rec.criteria),
              f"Recommended: {pick['label']}{estimate_flag(pick)}",
-             f"  {_with_interval(pick)} J/{unit}, {_figures(pick)}, "
-             f"achieved {plain(pick['achieved_rps'])} req/s, {pick['runs']} run(s){_quality_note(pick)}"
-             f"{estimate_flag(pick)}",
-             f"  per million {unit}s: {energy_text(pick, pick['kwh_per_million'])} kWh, cost "
-             f"{energy_text(pick, pick['cost_per_million'])} (at {pick['price_per_kwh']:g}/kWh), "
-             f"{energy_text(pick, pick['gco2e_per_million'])} gCO2e (at {pick['grid_gco2_per_kwh']:g} g/kWh)"
-             f"{estimate_flag(pick)}"]
-    why = f"  why: the lowest {what} of the {rec.feasible} configuration(s) meeting the SLO, of {rec.measured} measured"
-    if rec.runners_up:
-        nxt = rec.runners_up[0]
-        why += f"; the next, {nxt['label']}, uses {nxt['value'] / pick['value'] - 1:.0%} more {what}"
-        if nxt["value_ci_low"] is not None and pick["value_ci_high"] is not None \
-                and nxt["value_ci_low"] <= pick["value_ci_high"]:
-            why += " (their energy intervals overlap: the measurements do not separate them)"
-    lines.append(why + estimate_flag(pick, *rec.runners_up[:1]))
+             f"  {_with_interval(pick)} J/{unit}, {_figures(pick)}, achieved {plain(pick['achieved_rps'])} req/s, "
+             f"{pick['runs']} run(s){_quality_note(pick)}{estimate_flag(pick)}",
+             per_million(pick, unit),
+             f"  why: the lowest {what} of the {rec.feasible} configuration(s) meeting the SLO, of {rec.measured} "
+             f"measured{next_text(pick, rec.runners_up, what)}{estimate_flag(pick, *rec.runners_up[:1])}"]
     if rec.runners_up:
         lines.append("Runners-up (meet the SLO):")
         for rank, config in enumerate(rec.runners_up, start=2):
@@ -328,16 +318,7 @@ def format_text(rec: ServeRecommendation) -> str:
                          f"{estimate_flag(config)}")
     lines.append("What the SLO cost:")
     for cost in rec.constraint_costs:
-        head, best = f"  - {cost.bound}", cost.best
-        if best is None:
-            lines.append(f"{head}: excluded nothing that meets the rest of the SLO")
-        elif cost.saving > 0:
-            lines.append(f"{head}: excluded {best['label']} ({_figures(best)}), which would save {cost.saving:.0%} "
-                         f"{what}{estimate_flag(best)}")
-        else:
-            lines.append(f"{head}: cost nothing: the best configuration it excluded, {best['label']} "
-                         f"({_figures(best)}), uses {-cost.saving:.0%} more {what}{estimate_flag(best)}")
-    if estimate_flag(pick, *rec.runners_up, *(c.best for c in rec.constraint_costs if c.best)):
-        lines.append("ESTIMATED energy: no energy counter was readable; the figure is a power model, not a "
-                     "measurement.")
+        lines.append(cost_line(f"  - {cost.bound}:", cost, _figures(cost.best) if cost.best else "", what,
+                               "the rest of the SLO"))
+    lines += estimate_note(pick, *rec.runners_up, *(c.best for c in rec.constraint_costs if c.best))
     return "\n".join(lines)

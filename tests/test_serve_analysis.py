@@ -10,12 +10,8 @@ from analysis.__main__ import _serving, main as analyse
 from analysis.pareto import with_fronts
 from analysis.recommend import BadInput, main as recommend_main
 from analysis.serve_recommend import Slo, format_text, recommend_serve
-from bench import scenarios
 from bench.results import write_row
 from tests.rows import NO_EVAL, SERVE, make_row
-
-pytestmark = pytest.mark.skipif("serve" not in scenarios.names(),
-                                reason="scenario=serve (bench/scenarios/serve.py) is not in this checkout yet")
 
 DEVICE = "AMD-EPYC-7763-64-Core-Processor"  # tests.rows' CPU, as a file name
 
