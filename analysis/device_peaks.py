@@ -61,7 +61,7 @@ PEAKS: dict[str, dict] = {
 # (-wo) store int8/int4 weights but dequantize them and multiply at the activation precision, which the row
 # does not record: bf16 is assumed, the usual pairing. Override with `precision_of_quant` in a peaks file.
 PRECISION_OF_QUANT = {
-    **{name: q.precision for name, q in QUANTS.items()},
+    **{name: q.precision for name, q in QUANTS.items() if q.precision},
     # Names a peaks file or an older row may use.
     "tf32": "tf32", "fp8": "fp8", "int8-dynamic": "int8", "int4": "int4",
 }

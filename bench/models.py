@@ -28,35 +28,41 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_mo
                 "pytorch_model.bin.index.json")
 
 
-def resolve(cfg: ModelConfig) -> tuple[str, str]:
-    """(path or hub id, revision as recorded in the row)."""
-    ref = cfg.name_or_path
-    if ref.startswith(PACKAGE_PREFIX):
-        module_name = ref[len(PACKAGE_PREFIX):]
-        dist = module_name.replace("_", "-")
-        spec = importlib.util.find_spec(module_name)
-        if spec is None or not spec.submodule_search_locations:
-            raise ConfigError(f"model {cfg.name!r}: registry package {module_name!r} is not installed "
-                              f"(pip install {dist})")
-        version = importlib.metadata.version(dist)
-        # A package carrying a GGUF file is read without importing it: such packages import their own
-        # runtime (llama.cpp bindings), which the harness does not need.
-        ggufs = sorted(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
-        if ggufs:
-            from bench.gguf import choose, converted
+def package(cfg: ModelConfig) -> tuple[Path, str, str]:
+    """(directory, distribution, version) of a `package:<module>` model, found without importing it."""
+    module_name = cfg.name_or_path[len(PACKAGE_PREFIX):]
+    dist = module_name.replace("_", "-")
+    spec = importlib.util.find_spec(module_name)
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(f"model {cfg.name!r}: registry package {module_name!r} is not installed (pip install {dist})")
+    return Path(spec.submodule_search_locations[0]), dist, importlib.metadata.version(dist)
 
-            chosen = choose(ggufs, cfg.gguf_file, f"package {dist}=={version}")
-            # The file is part of the revision where the package offers several, so their rows stay apart.
-            revision = f"{dist}=={version}" + (f":{chosen.name}" if len(ggufs) > 1 else "")
-            return str(converted(chosen, f"{dist}-{version}")), revision
+
+def resolve(cfg: ModelConfig, torch_weights: bool = True) -> tuple[str, str]:
+    """(path or hub id, revision as recorded in the row).
+
+    A GGUF model (a package carrying .gguf files, a local .gguf file) resolves to a cached transformers copy:
+    with its dequantised weights, or, with torch_weights=False (a backend that runs the GGUF file itself), with
+    its config and tokenizer only.
+    """
+    from bench.gguf import converted, described, locate
+
+    ref = cfg.name_or_path
+    # A package carrying a GGUF file is read without importing it: such packages import their own runtime
+    # (llama.cpp bindings), which the harness does not need.
+    if source := locate(cfg):
+        copy = (converted if torch_weights else described)(source.file, source.name)
+        return str(copy), source.revision
+    if ref.startswith(PACKAGE_PREFIX):
+        _, dist, version = package(cfg)
         _no_gguf(cfg, f"package {dist}=={version}")
-        return str(importlib.import_module(module_name).get_model_path()), f"{dist}=={version}"
+        return str(importlib.import_module(ref[len(PACKAGE_PREFIX):]).get_model_path()), f"{dist}=={version}"
     _no_gguf(cfg, repr(ref))
     path = Path(ref).expanduser()
     if path.exists() or ref.startswith(("/", "./", "../", "~")):
         if not (path / "config.json").is_file():
             raise ConfigError(f"model.name_or_path={ref!r}: no config.json in that directory "
-                              "(give a directory written by save_pretrained, or a hub id)")
+                              "(give a directory written by save_pretrained, a .gguf file, or a hub id)")
         return str(path), "local"
     return ref, cfg.revision
 
@@ -64,7 +70,7 @@ def resolve(cfg: ModelConfig) -> tuple[str, str]:
 def _no_gguf(cfg: ModelConfig, where: str) -> None:
     if cfg.gguf_file is not None:
         raise ConfigError(f"model.gguf_file={cfg.gguf_file!r}: {where} carries no GGUF file (the option chooses among "
-                          "the .gguf files of a package:<module>); leave model.gguf_file unset")
+                          "the .gguf files of a package:<module> or a directory); leave model.gguf_file unset")
 
 
 # Files of a model directory that make what it computes: weights, configs, tokenizer (not READMEs, other formats).
@@ -117,8 +123,10 @@ def _offline_error(cfg: ModelConfig, ref: str) -> ConfigError:
     )
 
 
-def load_config(cfg: ModelConfig, seq_len: int, length_name: str = "seq_len") -> tuple[PretrainedConfig, str, str]:
-    """The architecture config, found before any weights load; checks the longest sequence against it."""
+def load_config(cfg: ModelConfig, seq_len: int, length_name: str = "seq_len", torch_weights: bool = True
+                ) -> tuple[PretrainedConfig, str, str]:
+    """The architecture config, found before any weights load; checks the longest sequence against it.
+    torch_weights=False: the backend reads the weights itself (a GGUF file), only config and tokenizer are needed."""
     if cfg.weights == "random" and cfg.random_init_config:
         try:
             config = getattr(transformers, cfg.random_init_config)(**cfg.random_init_kwargs)
@@ -128,7 +136,7 @@ def load_config(cfg: ModelConfig, seq_len: int, length_name: str = "seq_len") ->
         kwargs = ", ".join(f"{k}={v}" for k, v in sorted(cfg.random_init_kwargs.items()))
         ref, revision = cfg.name_or_path, f"{cfg.random_init_config}({kwargs})"
     else:
-        ref, revision = resolve(cfg)
+        ref, revision = resolve(cfg, torch_weights)
         try:
             config = AutoConfig.from_pretrained(ref, revision=cfg.revision, local_files_only=True)
         except OSError:
@@ -139,7 +147,8 @@ def load_config(cfg: ModelConfig, seq_len: int, length_name: str = "seq_len") ->
     if max_len is not None and seq_len > max_len:
         raise ConfigError(f"{length_name}={seq_len} is longer than model {cfg.name!r} allows "
                           f"(max_position_embeddings={max_len}); choose 2..{max_len}")
-    if cfg.weights == "pretrained" and Path(ref).is_dir() and not any((Path(ref) / f).exists() for f in WEIGHT_FILES):
+    weightless = Path(ref).is_dir() and not any((Path(ref) / f).exists() for f in WEIGHT_FILES)
+    if torch_weights and cfg.weights == "pretrained" and weightless:
         raise ConfigError(f"model directory {ref!r} has a config but no weights ({', '.join(WEIGHT_FILES)}); "
                           "give a directory with weights, or use model.weights=random")
     return config, ref, revision

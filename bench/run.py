@@ -45,7 +45,7 @@ def check(cfg: BenchConfig) -> Checked:
     validate_for_device(cfg, device)
     check_available(cfg.quant)
     check_supported(cfg.prune, device)
-    backends.check(cfg.backend, device)
+    backends.check(cfg, device)
     scenario = scenarios.get(cfg.scenario.name)
     model_config, ref, revision = scenario.check_model(cfg)
     open_meter(cfg.meter, device, cores_in_use=1).close()
@@ -99,35 +99,44 @@ def measure_run(cfg: BenchConfig, checked: Checked, run_id: str) -> dict[str, An
     log.info("run %s: %s", run_id[:8], describe(cfg, checked))
     cache_dir = Path(cfg.eval.cache_dir).expanduser()
     train_texts = checked.eval_set.train_texts if checked.eval_set else []
+    # The longest sequence a variant is given: the scenario's request or a perplexity window (eval.context).
+    context = max(checked.scenario.shape(cfg).get("seq_len", cfg.seq_len), cfg.eval.context)
 
-    def build(model: torch.nn.Module, inputs: dict[str, torch.Tensor], quant: str = cfg.quant,
+    def build(model: torch.nn.Module | None, inputs: dict[str, torch.Tensor], quant: str = cfg.quant,
               backend: str = cfg.backend) -> tuple[backends.Backend, dict[str, Any]]:
         # What makes the fp32 model's weights and graph: an exported model is reused only when all of it matches.
-        exported = {**identity, "class": type(model).__name__,
+        exported = {**identity, "class": type(model).__name__ if model is not None else None,
                     "prune": asdict(cfg.prune) if cfg.prune.name != "none" else None}
         return backends.build(backend, BuildRequest(
             model, quant, device, threads, inputs, exported, cache_dir, cfg.onnx_opset,
             lambda: calibration_batches(checked.model_config, checked.tokenizer, train_texts,
-                                        cfg.calibration_samples, cfg.seq_len, cfg.seed)))
+                                        cfg.calibration_samples, cfg.seq_len, cfg.seed),
+            cfg.model, context, cfg.seed))
 
-    def load() -> torch.nn.Module:
+    def load(backend: str = cfg.backend) -> torch.nn.Module | None:
+        """The fp32 PyTorch model, for backends built from it; None for those that read the model's own file."""
+        if not backends.torch_model(backend):
+            return None
         return models.load_model(cfg.model, checked.model_config, checked.model_ref, cfg.seed,
                                  causal_lm=checked.scenario.CAUSAL_LM)
 
     def reference() -> backends.Backend | None:
-        """The fp32 PyTorch model through the same backend path; None when the variant is that model."""
-        if (cfg.quant, cfg.prune.name, cfg.backend) == ("fp32", "none", "pytorch"):
+        """The backend's reference variant (fp32 PyTorch, or what the backend names) built the same way; None when
+        the variant is that reference."""
+        quant, backend = backends.reference(cfg.backend)
+        if (cfg.quant, cfg.prune.name, cfg.backend) == (quant, "none", backend):
             return None
-        return build(load(), {}, "fp32", "pytorch")[0]
+        return build(load(backend), {}, quant, backend)[0]
 
     try:
         # Hashes the weight files (once per process): a read error is this run's failure, not the sweep's.
         identity = models.identity(cfg.model, checked.model_ref, checked.model_revision, cfg.seed)
         t0 = time.perf_counter()
         model = load()
-        row["load_seconds"] = time.perf_counter() - t0
-        model, pruned = apply_prune(model, cfg.prune, device, dtype_of(cfg.quant))
-        row.update(pruned, **footprint.parameters(model))
+        if model is not None:
+            row["load_seconds"] = time.perf_counter() - t0
+            model, pruned = apply_prune(model, cfg.prune, device, dtype_of(cfg.quant))
+            row.update(pruned, **footprint.parameters(model))
         min_window_s = cfg.profile.min_window_s_cuda if device.startswith("cuda") else cfg.profile.min_window_s
         ctx = scenarios.RunContext(cfg, device, checked.model_config, checked.tokenizer, checked.eval_set, meter,
                                    min_window_s, build)
@@ -137,7 +146,10 @@ def measure_run(cfg: BenchConfig, checked: Checked, run_id: str) -> dict[str, An
                               cfg.batch_size, cfg.seq_len, identity) if checked.eval_set else None
         row.update(quality.score(job))
         foreign = max((row.get(f"gpu_other_processes_{w}") or 0 for w in ("start", "end")), default=0)
-        row.update(validity(phases, meter.rated_power_w, foreign, cfg.profile))
+        checks = validity(phases, meter.rated_power_w, foreign, cfg.profile)
+        # A scenario's own reasons (serve: too many failed requests) join the protocol's.
+        reasons = [r for r in (columns.get("invalid_reasons"), checks["invalid_reasons"]) if r]
+        row.update(checks, invalid_reasons="; ".join(reasons) or None)
         if row["cpu_contended"]:
             log.warning("run %s: other processes used %.2f cores during the windows: latency and energy are "
                         "inflated (cpu_contended)", run_id[:8], row["cpu_other_cores"])

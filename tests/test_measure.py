@@ -262,13 +262,14 @@ def test_profiles_refuse_values_that_mean_nothing_naming_the_key_and_the_range()
 def test_decode_windows_are_whole_requests_after_one_shared_idle_baseline(monkeypatch):
     import torch
 
+    from bench.backends import pytorch
     from bench.scenarios import generate
     from tests.profiles import TINY
     from tests.test_generate import _tiny_llama
 
     made, steps_at_window_start = [], []
 
-    class Recorded(generate.DecodeSteps):
+    class Recorded(pytorch.DecodeSteps):
         def __init__(self, *args):
             super().__init__(*args)
             made.append(self)
@@ -279,9 +280,9 @@ def test_decode_windows_are_whole_requests_after_one_shared_idle_baseline(monkey
             if made:  # a decode window (or the idle and prefill ones before it)
                 steps_at_window_start.append(made[0].step)
 
-    monkeypatch.setattr(generate, "DecodeSteps", Recorded)
+    monkeypatch.setattr(pytorch, "DecodeSteps", Recorded)
     new_tokens = 5
-    model = generate.Generation(_tiny_llama(), "cpu", torch.randint(1000, 30522, (2, 6)))
+    model = pytorch.TorchGeneration(_tiny_llama(), "cpu", torch.randint(1000, 30522, (2, 6)), new_tokens)
     prefill, decode = generate.measure_phases(model, new_tokens, lambda: None, Watching(), TINY, TINY.min_window_s,
                                               on_cuda=False)
     assert prefill.idle is decode.idle  # one baseline, measured before any warm-up

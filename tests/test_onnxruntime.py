@@ -9,7 +9,7 @@ from transformers import AutoModel, AutoTokenizer
 
 from bench.backends import BuildRequest, build
 from bench.backends.onnxruntime import OnnxRuntimeBackend, check
-from bench.config import ConfigError, EvalConfig
+from bench.config import BenchConfig, ConfigError, EvalConfig
 from bench.inputs import calibration_batches, calibration_key, synthetic_batch
 from bench.quality.datasets import load_eval
 
@@ -105,4 +105,4 @@ def test_a_cuda_session_that_falls_back_to_the_cpu_is_refused(tiny, tmp_path):
     with pytest.raises(ConfigError, match="did not start CUDAExecutionProvider"):
         OnnxRuntimeBackend(Path(info["onnx_model_path"]), "cuda:0", 1)
     with pytest.raises(ConfigError, match="onnxruntime-gpu.*never both"):
-        check("cuda:0")
+        check(BenchConfig(backend="onnxruntime"), "cuda:0")

@@ -17,12 +17,15 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from bench.backends import BuildRequest
+from bench.backends import BATCHES, BuildRequest
 from bench.errors import ConfigError
 from bench.files import stable_key, write_atomically
 from bench.inputs import calibration_key
 
 log = logging.getLogger(__name__)
+CAPABILITIES = (BATCHES,)  # a graph over whole batches: no KV-cache decode loop
+TORCH_MODEL = True  # exported from it
+REFERENCE = ("fp32", "pytorch")
 MODEL_FILE = "model.onnx"
 # Protobuf cannot hold more than 2 GiB: larger models keep their weights in an external data file.
 PROTOBUF_LIMIT = 2 * 1024**3 - 1024**2
@@ -140,7 +143,7 @@ def build(req: BuildRequest) -> tuple[OnnxRuntimeBackend, dict[str, Any]]:
     return backend, info
 
 
-def check(device: str) -> None:
+def check(cfg: Any, device: str) -> None:
     """Before any work: CUDA runs need onnxruntime-gpu's CUDA provider in this install."""
     if device.startswith("cuda") and "CUDAExecutionProvider" not in ort.get_available_providers():
         raise ConfigError(

@@ -1,17 +1,23 @@
-"""Eager PyTorch on CPU or CUDA."""
+"""Eager PyTorch on CPU or CUDA: batches, and generation over a transformers KV cache."""
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable
 
 import torch
+from transformers import DynamicCache, PreTrainedModel
 
-from bench.backends import BuildRequest
+from bench.backends import BATCHES, GENERATION, BuildRequest
 from bench.footprint import model_bytes
 from bench.variants.quant import apply_quant
 
+CAPABILITIES = (BATCHES, GENERATION)
+TORCH_MODEL = True
+REFERENCE = ("fp32", "pytorch")
 
-def check(device: str) -> None:
+
+def check(cfg: Any, device: str) -> None:
     """Eager PyTorch runs wherever torch sees the device (checked with the device itself)."""
 
 
@@ -20,12 +26,34 @@ def build(req: BuildRequest) -> tuple[PyTorchBackend, dict[str, Any]]:
     return PyTorchBackend(variant, req.device), {**info, "model_bytes": model_bytes(variant)}
 
 
+def logits_path(model: torch.nn.Module) -> str:
+    """How lm_logits gets the scored positions' logits from this model: recorded in the row."""
+    if "logits_to_keep" in inspect.signature(model.forward).parameters:
+        return "logits_to_keep"
+    return "all positions"  # the model computes every position's logits; the unscored ones are dropped
+
+
+def lm_logits(model: torch.nn.Module, device: str) -> Callable[[torch.Tensor, int], torch.Tensor]:
+    """Logits of a transformers causal LM, computed for the needed positions only where the model allows."""
+    keep_arg = logits_path(model) == "logits_to_keep"
+
+    @torch.inference_mode()
+    def logits(ids: torch.Tensor, keep: int) -> torch.Tensor:
+        extra = {"logits_to_keep": keep} if keep_arg else {}
+        out = model(input_ids=ids.to(device), use_cache=False, **extra).logits
+        return out[:, -keep:].float()
+
+    return logits
+
+
 class PyTorchBackend:
     name = "pytorch"
 
     def __init__(self, model: torch.nn.Module, device: str) -> None:
         self.model = model
         self.device = torch.device(device)
+        self.logits_path = logits_path(model)
+        self.causal_logits = lm_logits(model, device)
 
     def prepare(self, inputs: dict[str, torch.Tensor]) -> Callable[[], Any]:
         on_device = {k: v.to(self.device) for k, v in inputs.items()}
@@ -41,6 +69,67 @@ class PyTorchBackend:
     def forward(self, inputs: dict[str, torch.Tensor]) -> Any:
         return self.model(**{k: v.to(self.device) for k, v in inputs.items()})
 
+    def generation(self, prompt_ids: torch.Tensor, new_tokens: int) -> TorchGeneration:
+        return TorchGeneration(self.model, str(self.device), prompt_ids, new_tokens)
+
     def sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+
+
+class TorchGeneration:
+    """The two calls of a request on one model and batch of prompts, inputs already on the device."""
+
+    def __init__(self, model: PreTrainedModel, device: str, prompt_ids: torch.Tensor, new_tokens: int) -> None:
+        self.model = model
+        self.prompt = prompt_ids.to(device)
+        self.new_tokens = new_tokens
+        # Serving computes the LM head for the last position only; the full (prompt_len x vocab) logits would
+        # charge the prefill for work no deployment does.
+        accepts = inspect.signature(model.forward).parameters
+        self.head = {"logits_to_keep": 1} if "logits_to_keep" in accepts else {}
+        # transformers renamed past_key_values to cache (5.x); older releases know only the first.
+        self.cache_arg = "cache" if "cache" in accepts else "past_key_values"
+
+    @torch.inference_mode()
+    def filled(self) -> tuple[DynamicCache, torch.Tensor]:
+        """One prefill from an empty cache: the cache, allocated afresh as each request's is, and the first token."""
+        cache = DynamicCache()
+        out = self.model(input_ids=self.prompt, **{self.cache_arg: cache}, use_cache=True, **self.head)
+        return cache, out.logits[:, -1:].argmax(-1)
+
+    def prefill(self) -> torch.Tensor:
+        return self.filled()[1]
+
+    def decode_steps(self) -> DecodeSteps:
+        return DecodeSteps(self)
+
+
+class DecodeSteps:
+    """A call that is one real incremental decode step (one token per sequence) over the KV cache.
+
+    Consecutive calls walk through the decode phase of a request: the cache grows from prompt_len to
+    prompt_len + new_tokens - 2 tokens, each step feeding the previous step's greedy token. When a request's
+    new_tokens - 1 steps are done, the cache is cropped back to the prompt and the next request begins. So the
+    cache never grows across calls, and the calls' latencies and energy cover every cache length a request
+    passes through, equally often.
+    """
+
+    def __init__(self, generation: TorchGeneration) -> None:
+        self.cache, self.first = generation.filled()
+        self.prompt_len = generation.prompt.shape[1]
+        self.new_tokens = generation.new_tokens
+        self.model = generation.model
+        self.kwargs = {**generation.head, generation.cache_arg: self.cache, "use_cache": True}
+        self.token, self.step = self.first, 0
+
+    @torch.inference_mode()
+    def __call__(self) -> torch.Tensor:
+        out = self.model(input_ids=self.token, **self.kwargs)
+        self.step += 1
+        if self.step == self.new_tokens - 1:
+            self.cache.crop(self.prompt_len - self.cache.get_seq_length())
+            self.token, self.step = self.first, 0
+        else:
+            self.token = out.logits[:, -1:].argmax(-1)
+        return self.token

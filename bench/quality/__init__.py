@@ -1,4 +1,5 @@
-"""Quality in the loop: eval sets, the fp32 reference, and the metrics a variant is scored by.
+"""Quality in the loop: eval sets, the reference (fp32 PyTorch, or what the backend names), and the metrics a
+variant is scored by.
 
 Eval kinds are a registry: each names the module whose `score(job)` returns the row's quality columns.
 """
@@ -19,7 +20,8 @@ class EvalJob:
     data: Any  # EvalSet
     tokenizer: Any
     backend: Any  # the variant just measured (bench.backends.Backend)
-    # The fp32 PyTorch reference of the same model, built on demand; None when the variant is the reference.
+    # The reference of the same model (the backend's REFERENCE: fp32 PyTorch, or llama.cpp's f16 GGUF), built on
+    # demand; None when the variant is the reference.
     reference: Callable[[], Any]
     device: str
     batch_size: int

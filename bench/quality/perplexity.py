@@ -1,4 +1,5 @@
-"""Perplexity of a causal LM on a text, and its fidelity to the fp32 reference on the same windows.
+"""Perplexity of a causal LM on a text, and its fidelity to the reference on the same windows (the fp32 PyTorch
+model; for llama.cpp variants the 16-bit GGUF through llama.cpp).
 
 Windows of at most `context` tokens start every `stride` tokens; each scores the predictions of the tokens it
 is responsible for, and no token is scored twice (eval.perplexity, docs/generation.md):
@@ -16,7 +17,6 @@ Windows of one length score the same number of tokens, so they batch without pad
 
 from __future__ import annotations
 
-import inspect
 import itertools
 import time
 from dataclasses import dataclass
@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from bench.config import ConfigError, EvalConfig
 from bench.quality import scored
@@ -75,26 +75,6 @@ def windows(n_tokens: int, context: int, stride: int, definition: str) -> list[W
     return out
 
 
-def logits_path(model: PreTrainedModel) -> str:
-    """How lm_logits gets the scored positions' logits from this model: recorded in the row."""
-    if "logits_to_keep" in inspect.signature(model.forward).parameters:
-        return "logits_to_keep"
-    return "all positions"  # the model computes every position's logits; the unscored ones are dropped
-
-
-def lm_logits(model: PreTrainedModel, device: str) -> Logits:
-    """Logits of a transformers causal LM, computed for the needed positions only where the model allows."""
-    keep_arg = logits_path(model) == "logits_to_keep"
-
-    @torch.inference_mode()
-    def logits(ids: torch.Tensor, keep: int) -> torch.Tensor:
-        extra = {"logits_to_keep": keep} if keep_arg else {}
-        out = model(input_ids=ids.to(device), use_cache=False, **extra).logits
-        return out[:, -keep:].float()
-
-    return logits
-
-
 def _scored(logits: Logits, ids: torch.Tensor, chosen: list[Window], batch_size: int
             ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(log-probabilities of the scored predictions, their target ids), up to batch_size windows of one shape
@@ -112,7 +92,7 @@ def _scored(logits: Logits, ids: torch.Tensor, chosen: list[Window], batch_size:
 
 def evaluate_perplexity(cfg: EvalConfig, ids: torch.Tensor, variant: Logits, reference: Logits | None,
                         batch_size: int) -> dict[str, Any]:
-    """The row's quality columns: the variant's perplexity, the fp32 reference's on the same windows, their
+    """The row's quality columns: the variant's perplexity, the reference's on the same windows, their
     intervals over windows, and fidelity (top-1 agreement, mean KL(reference || variant) per scored token).
     reference=None: the variant is the reference."""
     t0 = time.perf_counter()
@@ -161,9 +141,10 @@ def evaluate_perplexity(cfg: EvalConfig, ids: torch.Tensor, variant: Logits, ref
 
 
 def score(job: Any) -> dict[str, Any]:
-    """bench.quality's entry: the variant and the fp32 reference over the same windows of the eval text."""
+    """bench.quality's entry: the variant and its backend's reference over the same windows of the eval text,
+    each through its backend's causal_logits (PyTorch's forward, llama.cpp's own logits)."""
     ids = text_ids(job.tokenizer, job.data.test_texts[0], job.eval.max_tokens)
     ref = job.reference()
-    fp32_logits = lm_logits(ref.model, job.device) if ref is not None else None
-    row = evaluate_perplexity(job.eval, ids, lm_logits(job.backend.model, job.device), fp32_logits, job.batch_size)
-    return {**row, "eval_logits_path": logits_path(job.backend.model)}
+    row = evaluate_perplexity(job.eval, ids, job.backend.causal_logits, ref.causal_logits if ref is not None else None,
+                              job.batch_size)
+    return {**row, "eval_logits_path": job.backend.logits_path}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from bench import footprint, models
+from bench import backends, footprint, models
 from bench.digits import figure, plain
 from bench.inputs import synthetic_batch
 from bench.measure import Measurement, idle_baseline, measure, summarise
@@ -45,7 +45,8 @@ SUMMARY_COLUMNS = {
 
 
 def validate(cfg: Any) -> None:
-    """Everything classify needs is checked by the config's own checks."""
+    """A call is one forward over a batch, which a backend offers or not; the rest is the config's own checks."""
+    backends.require(cfg.backend, backends.BATCHES, "scenario=classify")
 
 
 def check_model(cfg: Any) -> tuple[Any, str, str]:

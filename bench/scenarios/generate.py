@@ -8,15 +8,15 @@ limits (compute vs memory bandwidth), so each is measured in its own windows rat
 
 from __future__ import annotations
 
-import inspect
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
-from transformers import DynamicCache, PretrainedConfig, PreTrainedModel
+from transformers import PretrainedConfig
 
-from bench import models
+from bench import backends, models
+from bench.backends import GENERATION, Generation
 from bench.config import PROMPT_SOURCES, BenchConfig, ConfigError, ProfileConfig, choice
 from bench.digits import figure, plain
 from bench.inputs import synthetic_batch
@@ -83,10 +83,11 @@ SUMMARY_COLUMNS = {
 def validate(cfg: BenchConfig) -> None:
     s, e = cfg.scenario, cfg.eval
     choice("scenario.prompt_source", s.prompt_source, PROMPT_SOURCES)
-    # The decode loop drives a PyTorch KV cache step by step; pruning layouts are encoder layouts.
-    if cfg.backend != "pytorch" or cfg.prune.name != "none":
-        raise ConfigError(f"scenario=generate runs with backend=pytorch and prune=none; got backend={cfg.backend!r}, "
-                          f"prune={cfg.prune.name!r}")
+    # The decode loop drives a KV cache step by step, which a backend offers or not.
+    backends.require(cfg.backend, GENERATION, "scenario=generate")
+    # Pruning layouts are encoder layouts.
+    if cfg.prune.name != "none":
+        raise ConfigError(f"scenario=generate runs with prune=none; got prune={cfg.prune.name!r}")
     if s.prompt_len < 1 or s.new_tokens < 2:
         raise ConfigError(f"scenario.prompt_len={s.prompt_len} and scenario.new_tokens={s.new_tokens} are not valid; "
                           "need prompt_len >= 1 and new_tokens >= 2 (the first token comes from the prefill)")
@@ -101,14 +102,14 @@ def shape(cfg: BenchConfig) -> dict[str, int]:
     return {"prompt_len": s.prompt_len, "new_tokens": s.new_tokens, "seq_len": s.prompt_len + s.new_tokens}
 
 
-def run(model: PreTrainedModel, ctx: RunContext) -> tuple[dict[str, Any], list[Measurement], Any]:
+def run(model: Any, ctx: RunContext) -> tuple[dict[str, Any], list[Measurement], Any]:
     cfg, s = ctx.cfg, ctx.cfg.scenario
     t0 = time.perf_counter()
     backend, row = ctx.build(model, {})
     text = text_ids(ctx.tokenizer, ctx.eval_set.test_texts[0]) if ctx.eval_set else None
     chosen = prompts(ctx.model_config, cfg.batch_size, s.prompt_len, cfg.seed,
                      text if s.prompt_source != "random" else None)
-    generation = Generation(backend.model, ctx.device, chosen.ids)
+    generation = backend.generation(chosen.ids, s.new_tokens)
     row.update(prompt_source=chosen.source, prepare_seconds=time.perf_counter() - t0)
     phases = measure_phases(generation, s.new_tokens, backend.sync, ctx.meter, cfg.profile, ctx.min_window_s,
                             ctx.device.startswith("cuda"))
@@ -126,7 +127,8 @@ def check_model(cfg: BenchConfig) -> tuple[PretrainedConfig, str, str]:
     """models.load_config for generation: a decoder-only LM whose positions hold the whole request."""
     s = cfg.scenario
     config, ref, revision = models.load_config(cfg.model, s.prompt_len + s.new_tokens,
-                                               "scenario.prompt_len + scenario.new_tokens")
+                                               "scenario.prompt_len + scenario.new_tokens",
+                                               torch_weights=backends.torch_model(cfg.backend))
     if not models.is_decoder_lm(config):
         raise ConfigError(
             f"scenario=generate needs a decoder-only causal language model; model {cfg.model.name!r} ({ref}) is a "
@@ -161,57 +163,6 @@ def prompts(config: PretrainedConfig, batch_size: int, prompt_len: int, seed: in
     return Prompts(text_ids[:need].reshape(batch_size, prompt_len), "text")
 
 
-class Generation:
-    """The two calls of a request on one model and batch of prompts, inputs already on the device."""
-
-    def __init__(self, model: PreTrainedModel, device: str, prompt_ids: torch.Tensor) -> None:
-        self.model = model
-        self.prompt = prompt_ids.to(device)
-        # Serving computes the LM head for the last position only; the full (prompt_len x vocab) logits would
-        # charge the prefill for work no deployment does.
-        accepts = inspect.signature(model.forward).parameters
-        self.head = {"logits_to_keep": 1} if "logits_to_keep" in accepts else {}
-        # transformers renamed past_key_values to cache (5.x); older releases know only the first.
-        self.cache_arg = "cache" if "cache" in accepts else "past_key_values"
-
-    @torch.inference_mode()
-    def prefill(self) -> tuple[DynamicCache, torch.Tensor]:
-        """One prefill from an empty cache: the cache, allocated afresh as each request's is, and the first token."""
-        cache = DynamicCache()
-        out = self.model(input_ids=self.prompt, **{self.cache_arg: cache}, use_cache=True, **self.head)
-        return cache, out.logits[:, -1:].argmax(-1)
-
-
-class DecodeSteps:
-    """A call that is one real incremental decode step (one token per sequence) over the KV cache.
-
-    Consecutive calls walk through the decode phase of a request: the cache grows from prompt_len to
-    prompt_len + new_tokens - 2 tokens, each step feeding the previous step's greedy token. When a request's
-    new_tokens - 1 steps are done, the cache is cropped back to the prompt and the next request begins. So the
-    cache never grows across calls, and the calls' latencies and energy cover every cache length a request
-    passes through, equally often.
-    """
-
-    def __init__(self, generation: Generation, new_tokens: int) -> None:
-        self.cache, self.first = generation.prefill()
-        self.prompt_len = generation.prompt.shape[1]
-        self.new_tokens = new_tokens
-        self.model = generation.model
-        self.kwargs = {**generation.head, generation.cache_arg: self.cache, "use_cache": True}
-        self.token, self.step = self.first, 0
-
-    @torch.inference_mode()
-    def __call__(self) -> torch.Tensor:
-        out = self.model(input_ids=self.token, **self.kwargs)
-        self.step += 1
-        if self.step == self.new_tokens - 1:
-            self.cache.crop(self.prompt_len - self.cache.get_seq_length())
-            self.token, self.step = self.first, 0
-        else:
-            self.token = out.logits[:, -1:].argmax(-1)
-        return self.token
-
-
 def measure_phases(generation: Generation, new_tokens: int, sync: Callable[[], None], meter: EnergyMeter,
                    profile: ProfileConfig, min_window_s: float, on_cuda: bool) -> tuple[Measurement, Measurement]:
     """One idle baseline, then the protocol's warm-up and windows once per phase, prefill first.
@@ -223,7 +174,7 @@ def measure_phases(generation: Generation, new_tokens: int, sync: Callable[[], N
     idle = idle_baseline(meter, sync, profile, on_cuda)
     prefill = measure(generation.prefill, sync, meter, profile, min_window_s, idle,
                       max_seconds=profile.max_seconds / 2, phase="prefill")
-    decode = measure(DecodeSteps(generation, new_tokens), sync, meter, profile, min_window_s, idle,
+    decode = measure(generation.decode_steps(), sync, meter, profile, min_window_s, idle,
                      multiple=new_tokens - 1, max_seconds=profile.max_seconds - prefill.seconds, phase="decode")
     return prefill, decode
 
