@@ -33,11 +33,38 @@ class Generation(Protocol):
     def prefill(self) -> Any:
         """One prefill from an empty KV cache (a fresh one each call, as each request's is): the first tokens."""
 
-    def decode_steps(self) -> Callable[[], Any]:
-        """A call that is one incremental decode step (one token per sequence) over the KV cache. Consecutive
-        calls walk a request's new_tokens - 1 steps; then the cache is cut back to the prompt and the next
-        request begins, so the cache never grows across requests. It starts from its own prefill; a prefill()
-        call after it may discard its cache (the phases are measured one after the other)."""
+    def decode_steps(self) -> DecodeSteps:
+        """One decode step per call, walking request after request (DecodeSteps). It starts from its own
+        prefill; a prefill() call after it may discard its cache (the phases are measured one after the other)."""
+
+
+class DecodeSteps:
+    """A call that is one real incremental decode step (one token per sequence) over a backend's KV cache.
+
+    Consecutive calls walk through the decode phase of a request: the cache grows from prompt_len to
+    prompt_len + new_tokens - 2 tokens, each step feeding the previous step's greedy token. When a request's
+    new_tokens - 1 steps are done, the cache is cut back to the prompt and the next request begins. So the
+    cache never grows across calls, and the calls' latencies and energy cover every cache length a request
+    passes through, equally often. The backend gives `advance(token, position)`, one token through the model
+    at that position returning the greedy next one, and `cut(length)`, which drops the cache from `length` on.
+    """
+
+    def __init__(self, first: Any, prompt_len: int, new_tokens: int, advance: Callable[[Any, int], Any],
+                 cut: Callable[[int], None], cache: Any = None) -> None:
+        self.first, self.prompt_len, self.new_tokens = first, prompt_len, new_tokens
+        self.advance, self.cut = advance, cut
+        self.cache = cache  # the backend's KV cache, for inspection
+        self.token, self.step = first, 0
+
+    def __call__(self) -> Any:
+        following = self.advance(self.token, self.prompt_len + self.step)
+        self.step += 1
+        if self.step == self.new_tokens - 1:
+            self.cut(self.prompt_len)
+            self.token, self.step = self.first, 0
+        else:
+            self.token = following
+        return self.token
 
 
 class Backend(Protocol):

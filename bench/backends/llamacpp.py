@@ -12,12 +12,12 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import weakref
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
-from bench.backends import GENERATION, BuildRequest
+from bench.backends import GENERATION, BuildRequest, DecodeSteps
 from bench.errors import ConfigError
 from bench.variants.gguf import find_gguf, variant_file
 
@@ -135,27 +135,11 @@ class LlamaGeneration:
         self.backend.run(self.prompt, 0, 1)
         return int(self.backend.logits(-1).argmax())
 
-    def decode_steps(self) -> Callable[[], int]:
-        return LlamaDecodeSteps(self)
+    def decode_steps(self) -> DecodeSteps:
+        backend = self.backend
 
+        def advance(token: int, position: int) -> int:
+            backend.run([token], position, 1)
+            return int(backend.logits(-1).argmax())
 
-class LlamaDecodeSteps:
-    """One decode step per call, walking a request's new_tokens - 1 steps, then back to the prompt (as
-    bench.backends.pytorch.DecodeSteps does over a transformers cache)."""
-
-    def __init__(self, generation: LlamaGeneration) -> None:
-        self.backend = generation.backend
-        self.first = generation.prefill()
-        self.prompt_len = len(generation.prompt)
-        self.new_tokens = generation.new_tokens
-        self.token, self.step = self.first, 0
-
-    def __call__(self) -> int:
-        self.backend.run([self.token], self.prompt_len + self.step, 1)
-        self.step += 1
-        if self.step == self.new_tokens - 1:
-            self.backend.cut(self.prompt_len)
-            self.token, self.step = self.first, 0
-        else:
-            self.token = int(self.backend.logits(-1).argmax())
-        return self.token
+        return DecodeSteps(self.prefill(), len(self.prompt), self.new_tokens, advance, backend.cut, backend.memory)

@@ -8,7 +8,7 @@ from typing import Any, Callable
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
-from bench.backends import BATCHES, GENERATION, BuildRequest
+from bench.backends import BATCHES, GENERATION, BuildRequest, DecodeSteps
 from bench.footprint import model_bytes
 from bench.variants.quant import apply_quant
 
@@ -102,34 +102,12 @@ class TorchGeneration:
         return self.filled()[1]
 
     def decode_steps(self) -> DecodeSteps:
-        return DecodeSteps(self)
+        cache, first = self.filled()
+        kwargs = {**self.head, self.cache_arg: cache, "use_cache": True}
 
+        @torch.inference_mode()
+        def advance(token: torch.Tensor, position: int) -> torch.Tensor:
+            return self.model(input_ids=token, **kwargs).logits[:, -1:].argmax(-1)
 
-class DecodeSteps:
-    """A call that is one real incremental decode step (one token per sequence) over the KV cache.
-
-    Consecutive calls walk through the decode phase of a request: the cache grows from prompt_len to
-    prompt_len + new_tokens - 2 tokens, each step feeding the previous step's greedy token. When a request's
-    new_tokens - 1 steps are done, the cache is cropped back to the prompt and the next request begins. So the
-    cache never grows across calls, and the calls' latencies and energy cover every cache length a request
-    passes through, equally often.
-    """
-
-    def __init__(self, generation: TorchGeneration) -> None:
-        self.cache, self.first = generation.filled()
-        self.prompt_len = generation.prompt.shape[1]
-        self.new_tokens = generation.new_tokens
-        self.model = generation.model
-        self.kwargs = {**generation.head, generation.cache_arg: self.cache, "use_cache": True}
-        self.token, self.step = self.first, 0
-
-    @torch.inference_mode()
-    def __call__(self) -> torch.Tensor:
-        out = self.model(input_ids=self.token, **self.kwargs)
-        self.step += 1
-        if self.step == self.new_tokens - 1:
-            self.cache.crop(self.prompt_len - self.cache.get_seq_length())
-            self.token, self.step = self.first, 0
-        else:
-            self.token = out.logits[:, -1:].argmax(-1)
-        return self.token
+        return DecodeSteps(first, self.prompt.shape[1], self.new_tokens, advance,
+                           lambda length: cache.crop(length - cache.get_seq_length()), cache)
