@@ -19,12 +19,14 @@ import itertools
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence
 
-import httpx
 import numpy as np
 
 from bench.errors import ConfigError
+
+if TYPE_CHECKING:  # httpx comes with the llamacpp extra: the row declarations import this module without it
+    import httpx
 
 logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request
 Clock = Callable[[], float]
@@ -102,6 +104,8 @@ def _verdict(record: Record, finish: str | None, usage: dict[str, Any] | None, n
 async def send(client: httpx.AsyncClient, url: str, body: dict[str, Any], record: Record, timeout_s: float,
                clock: Clock, t0: float, prompt_len: int | None = None) -> Record:
     """One streamed completion into `record`; never raises for what the server or the network does."""
+    import httpx
+
     finish = usage = None
     try:
         async with asyncio.timeout(timeout_s):
@@ -162,12 +166,16 @@ async def closed_loop(concurrency: int, duration_s: float, request: Callable[[in
 
 def served_model(url: str, timeout_s: float = 10.0) -> str | None:
     """The first model id the server lists (vLLM requires it in each request)."""
+    import httpx
+
     data = httpx.get(url + "/v1/models", timeout=timeout_s).json().get("data") or []
     return data[0].get("id") if data else None
 
 
 def _server_counter(client: httpx.Client, url: str, model: str | None) -> tuple[Callable[[str], int] | None, str]:
     """A function counting a text's tokens with the server's own tokenizer, and its name; None without one."""
+    import httpx
+
     endpoints = (("/extras/tokenize", lambda t: {"input": t}),  # llama-cpp-python
                  ("/tokenize", lambda t: {"prompt": t, **({"model": model} if model else {})}))  # vLLM, llama-server
     for path, body in endpoints:
@@ -191,6 +199,8 @@ def prompts(url: str, model: str | None, tokenizer: Any, ids: Sequence[int], pro
     a few times, and dropped if it never matches. Without a tokenize endpoint the local tokenizer counts, and
     the usage a server reports is checked per request instead.
     """
+    import httpx
+
     with httpx.Client(timeout=30.0) as client:
         count, how = _server_counter(client, url, model)
         if count is None:

@@ -28,8 +28,6 @@ from pathlib import Path
 from typing import Iterator
 from urllib.parse import urlparse
 
-import httpx
-
 from bench.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -157,6 +155,8 @@ def sigterm_raises() -> Iterator[None]:
 def wait_ready(url: str, timeout_s: float, process: subprocess.Popen | None = None,
                log_path: Path | None = None) -> None:
     """Polls url + READY_PATH until it answers 200; ServerError on timeout or when the process exits."""
+    import httpx  # the llamacpp extra's
+
     deadline = time.monotonic() + timeout_s
     last = "no answer yet"
     with httpx.Client(timeout=2.0) as client:

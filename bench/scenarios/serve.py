@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-import httpx
 import numpy as np
 import torch
 from transformers import PretrainedConfig, PreTrainedModel
@@ -43,6 +43,7 @@ EVAL_KINDS = ("perplexity",)  # the prompts are cut from its text
 AXIS = EnergyAxis("energy_j_per_output_token", "output token", "energy_j_per_request")
 CAUSAL_LM = True
 PERCENTILES = ("p50", "p90", "p99")
+log = logging.getLogger(__name__)
 COLUMNS = [
     Column("prompt_len", "int", "tokens", "tokens per prompt (as the server's tokenizer counts them)"),
     Column("new_tokens", "int", "tokens", "tokens generated per request, exactly"),
@@ -259,6 +260,9 @@ def run(model: PreTrainedModel, ctx: RunContext) -> tuple[dict[str, Any], list[M
         busy_before = _cpu_busy_seconds()
         server_cpu = processes_cpu_time((running.pid,)) if running.pid else None
         server_before = server_cpu() if server_cpu else 0.0
+        log.info("load on %s: %s for %s s after %d warm-up request(s)", running.url,
+                 f"{v.rate} requests/s (open loop)" if v.rate is not None else f"{v.concurrency} clients (closed loop)",
+                 v.duration_s, v.warmup_requests)
         records, ticks = asyncio.run(session.run())
         busy_after = _cpu_busy_seconds()
         other = None
@@ -289,6 +293,8 @@ class Session:
                                     self.cfg.seed + i)
 
     async def run(self) -> tuple[list[Record], list[Tick]]:
+        import httpx  # the llamacpp extra's
+
         v, s = self.cfg.serve, self.cfg.scenario
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
         async with httpx.AsyncClient(timeout=None, limits=limits) as client:
