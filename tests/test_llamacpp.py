@@ -279,3 +279,23 @@ def test_a_llamacpp_generate_run_writes_its_row_without_loading_pytorch_weights(
     assert 0.9 < row["quality_ratio"] <= 1.05 and row["eval_logits_path"].startswith("llama.cpp")
     assert time.perf_counter() - t0 < 120
 
+
+
+@pytest.mark.slow
+@needs_smollm2
+@pytest.mark.parametrize("overrides,expected", [
+    (["model=minilm", "quant=q8_0"], ["backend=llamacpp needs a GGUF model", "'minilm'", "model=smollm2"]),
+    (["model=smollm2", "quant=q8_0", "batch_size=1,4"], ["batch_size=4 is not supported", "serve.concurrency"]),
+    # generate's default grid is PyTorch's quants: with backend=llamacpp the GGUF types are named.
+    (["model=smollm2"], ["quant='fp32' does not run with backend='llamacpp'", "gguf, f16, q8_0"]),
+], ids=["no-gguf", "batch", "quant"])
+def test_the_cli_refuses_bad_llamacpp_input_before_any_run(overrides, expected, tmp_path):
+    from tests.conftest import run_bench
+
+    result = run_bench("scenario=generate", "backend=llamacpp", *overrides, "profile=quick",
+                       f"hydra.sweep.dir={tmp_path}/sweep", "-m")
+    message = result.stderr + result.stdout
+    assert result.returncode == 2, message
+    for fragment in expected:
+        assert fragment in message, f"{fragment!r} missing from:\n{message}"
+    assert not list(tmp_path.rglob("*.parquet"))
