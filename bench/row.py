@@ -239,11 +239,34 @@ COLUMNS: dict[str, Column] = {c.name: c for group in GROUPS.values() for c in gr
 
 
 def declared() -> dict[str, Column]:
-    """Every column: the shared ones above and those each scenario module declares as its COLUMNS."""
+    """Every column: the shared ones above and those each scenario module declares as its COLUMNS.
+
+    A column several scenarios declare (generate's and serve's TTFT, say) is one column of the table: they must
+    agree on its type, unit and whether it is in the key; its meaning is each scenario's, and its scenario
+    lists them all. A scenario cannot redeclare a shared column.
+    """
     from bench import scenarios
 
-    own = {c.name: replace(c, scenario=name) for name in scenarios.names() for c in scenarios.get(name).COLUMNS}
-    return {**COLUMNS, **own}
+    own: dict[str, list[Column]] = {}
+    for name in scenarios.names():
+        for c in scenarios.get(name).COLUMNS:
+            if c.name in COLUMNS:
+                raise TypeError(f"bench/scenarios/{name}.py declares {c.name}, a column bench/row.py declares for "
+                                "every scenario")
+            own.setdefault(c.name, []).append(replace(c, scenario=name))
+    for column, versions in own.items():
+        if len({(c.type, c.unit, c.key) for c in versions}) > 1:
+            raise TypeError(f"{column} is declared with another type, unit or key by "
+                            f"{', '.join(c.scenario for c in versions)}; one column has one type")
+    return {**COLUMNS, **{column: _combined(versions) for column, versions in own.items()}}
+
+
+def _combined(versions: list[Column]) -> Column:
+    if len(versions) == 1:
+        return versions[0]
+    meanings = {c.meaning for c in versions}
+    meaning = versions[0].meaning if len(meanings) == 1 else "; ".join(f"{c.scenario}: {c.meaning}" for c in versions)
+    return replace(versions[0], scenario=", ".join(c.scenario for c in versions), meaning=meaning)
 
 # What makes two rows "the same configuration" (docs/protocol.md §8): the model and its variant, the
 # scenario's shape, and the machine. Used by resume, the gate, recommend, the summary and the fronts.
@@ -301,8 +324,11 @@ def reference_markdown() -> str:
     from bench import scenarios
 
     every = declared()
+    # Each scenario's section lists its columns with its own meaning; the scenario cell names every scenario
+    # that writes the column.
     groups = {**GROUPS, **{f"scenario={name} (bench/scenarios/{name}.py)":
-                           [every[c.name] for c in scenarios.get(name).COLUMNS] for name in scenarios.names()}}
+                           [replace(c, scenario=every[c.name].scenario) for c in scenarios.get(name).COLUMNS]
+                           for name in scenarios.names()}}
     for group, columns in groups.items():
         lines += [f"## {group.capitalize()}", "", "| column | type | unit | scenario | meaning |",
                   "| --- | --- | --- | --- | --- |"]

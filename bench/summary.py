@@ -29,8 +29,17 @@ def short_of_target(rows: pd.DataFrame) -> list[str]:
         return []
     missed = rows[(rows["status"] == "ok") & (rows["ci_target_met"] == False)]  # noqa: E712 (NaN: not recorded)
     return [f"NEEDS A LONGER RUN: {label(r)}: stopped short of the ±{r['ci_target']:.0%} asked ({r['ci_stop']}); "
-            f"its {r.get('energy_unit') or 'inference'} figure is ±{_half_width(r):.1%}; raise profile.max_seconds"
+            f"its {r.get('energy_unit') or 'inference'} figure is ±{_half_width(r):.1%}; {_remedy(str(r['ci_stop']))}"
             for _, r in missed.iterrows()]
+
+
+# What ended the windows (the row's ci_stop) -> the setting that gives more of them.
+REMEDIES = {"time cap": "raise profile.max_seconds", "idle baseline": "raise profile.idle_s or profile.idle_segments",
+            "serve.duration_s": "raise serve.duration_s"}
+
+
+def _remedy(stop: str) -> str:
+    return "; ".join(remedy for cause, remedy in REMEDIES.items() if cause in stop) or "measure longer"
 
 
 def _half_width(row: pd.Series) -> float:

@@ -94,3 +94,20 @@ def test_rows_of_schema_1_are_migrated_on_load(tmp_path):
     assert loaded["schema_version"] == row.SCHEMA_VERSION and "config_hash" not in loaded
     assert (loaded["energy_axis"], loaded["energy_unit"]) == ("energy_j_per_output_token", "output token")
     assert loaded["config_key"] == row.config_key(old)
+
+
+def test_a_column_two_scenarios_declare_is_one_column_with_both_meanings(monkeypatch):
+    ttft = row.declared()["ttft_ms_p50"]
+    assert ttft.scenario == "generate, serve" and "generate: " in ttft.meaning and "; serve: " in ttft.meaning
+    real = scenarios.get
+
+    def redeclared(name):
+        module = real(name)
+        if name != "serve":
+            return module
+        other = [row.Column("ttft_ms_p50", "int", "s", "another type and unit")]
+        return type("Module", (), {"COLUMNS": other})
+
+    monkeypatch.setattr(scenarios, "get", redeclared)
+    with pytest.raises(TypeError, match="ttft_ms_p50 is declared with another type"):
+        row.declared()
