@@ -168,6 +168,8 @@ def test_fidelity_of_a_model_to_itself_is_perfect_and_a_different_model_is_not()
     assert differs["fidelity_top1_agreement"] < 0.5 and differs["fidelity_kl_mean"] > 0.01
     assert differs["quality_ref"] == pytest.approx(same["quality"])
     assert differs["quality_ratio"] == pytest.approx(differs["quality_ref"] / differs["quality"])
+    # The ratio's interval is of the same ratio (reference / variant), so it holds the ratio.
+    assert differs["quality_ratio_ci_low"] <= differs["quality_ratio"] <= differs["quality_ratio_ci_high"]
 
 
 def test_int8_quantizes_every_projection_of_llama_and_of_gpt2_conv1d():

@@ -119,7 +119,7 @@ def evaluate_perplexity(cfg: EvalConfig, ids: torch.Tensor, variant: Logits, ref
                          "windows")
     # Lower perplexity is better: the ratio is reference / variant, so ratio >= gate means acceptable, as for
     # metrics where higher is better.
-    ratio_interval = bootstrap(lambda i: np.exp((nll[i].sum(1) - nll_ref[i].sum(1)) / counts[i].sum(1)),
+    ratio_interval = bootstrap(lambda i: np.exp((nll_ref[i].sum(1) - nll[i].sum(1)) / counts[i].sum(1)),
                                len(chosen), cfg.ci_level, cfg.seed, "paired windows")
     row = {
         **scored(cfg, "perplexity", perplexity, perplexity_ref, perplexity_ref / perplexity, interval,
