@@ -86,30 +86,35 @@ def _dequantise(shipped: Path, out: Path) -> None:
     if alignment is not None:
         writer.data_alignment = alignment.contents()
     for field in reader.fields.values():
-        # GGUF.* are the reader's virtual fields; the writer adds the architecture itself.
-        if field.name.startswith("GGUF.") or field.name in (gguf.Keys.General.ARCHITECTURE, gguf.Keys.General.FILE_TYPE):
+        # GGUF.* are the reader's virtual fields; the writer adds the architecture itself; the type changes.
+        if field.name.startswith("GGUF.") or field.name in (gguf.Keys.General.ARCHITECTURE,
+                                                             gguf.Keys.General.FILE_TYPE):
             continue
         kind = field.types[0]
         writer.add_key_value(field.name, field.contents(), kind,
                              sub_type=field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None)
     writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
 
-    def converted(tensor: Any) -> np.ndarray:
-        if tensor.tensor_type == gguf.GGMLQuantizationType.F32:
-            return tensor.data
-        return gguf.quants.dequantize(tensor.data, tensor.tensor_type).astype(np.float16)
+    f32, f16 = gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16
 
-    for tensor in reader.tensors:
-        # The shape in numpy order (the reader's byte shape for quantized types is not the element shape).
-        shape = tuple(reversed([int(d) for d in tensor.shape]))
-        kind = np.float32 if tensor.tensor_type == gguf.GGMLQuantizationType.F32 else np.float16
-        writer.add_tensor_info(tensor.name, shape, np.dtype(kind), int(tensor.n_elements) * np.dtype(kind).itemsize,
-                               gguf.GGMLQuantizationType.F32 if kind == np.float32 else gguf.GGMLQuantizationType.F16)
+    def converted(tensor: Any) -> np.ndarray:
+        """The tensor as written: F32 as it is, anything else in F16, in numpy's order of the element shape
+        (the reader's shape of a quantized tensor counts bytes)."""
+        if tensor.tensor_type == f32:
+            values = tensor.data
+        else:
+            values = gguf.quants.dequantize(tensor.data, tensor.tensor_type).astype(np.float16)
+        return values.reshape(tuple(reversed([int(d) for d in tensor.shape])))
+
+    for tensor in reader.tensors:  # the header lists every tensor before any data
+        kind = np.dtype(np.float32 if tensor.tensor_type == f32 else np.float16)
+        writer.add_tensor_info(tensor.name, tuple(reversed([int(d) for d in tensor.shape])), kind,
+                               int(tensor.n_elements) * kind.itemsize, f32 if tensor.tensor_type == f32 else f16)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
     for tensor in reader.tensors:  # one tensor in memory at a time
-        writer.write_tensor_data(converted(tensor).reshape(tuple(reversed([int(d) for d in tensor.shape]))))
+        writer.write_tensor_data(converted(tensor))
     writer.close()
 
 
