@@ -92,7 +92,7 @@ class Backend(Protocol):
 
 @dataclass
 class BuildRequest:
-    model: torch.nn.Module  # fp32 (pruned) on the CPU, except 2:4 sparsity, already on its device
+    model: torch.nn.Module | None  # fp32 (pruned) on the CPU, except 2:4 sparsity on its device; None: TORCH_MODEL=False
     quant: str
     device: str
     threads: int
