@@ -92,7 +92,8 @@ class Backend(Protocol):
 
 @dataclass
 class BuildRequest:
-    model: torch.nn.Module | None  # fp32 (pruned) on the CPU, except 2:4 sparsity on its device; None: TORCH_MODEL=False
+    # fp32 (pruned) on the CPU, except 2:4 sparsity, already on its device; None for TORCH_MODEL = False
+    model: torch.nn.Module | None
     quant: str
     device: str
     threads: int
