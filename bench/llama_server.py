@@ -9,6 +9,7 @@ repacked layouts) makes llama.cpp use its plain CPU kernels there; the row's ser
 
 from __future__ import annotations
 
+import importlib.metadata
 from typing import Any
 
 
@@ -18,6 +19,12 @@ def amx_int8() -> bool:
             return "amx_int8" in f.read()
     except OSError:
         return False
+
+
+def runtime_columns() -> dict[str, Any]:
+    """What a row says of the llama.cpp that ran it: the binding's version, and whether the extra buffer types
+    were on (they change which kernels run, so they are part of what was measured)."""
+    return {"llama_cpp_version": importlib.metadata.version("llama_cpp_python"), "llama_extra_buffers": not amx_int8()}
 
 
 def avoid_amx_crash() -> None:

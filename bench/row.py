@@ -169,6 +169,8 @@ GROUPS: dict[str, list[Column]] = {
         _c("gguf_tools", "str", "", "what made the file and their versions (gguf, llama-cpp-python); empty as "
            "shipped"),
         _c("llama_cpp_version", "str", "", "llama-cpp-python version that ran the file"),
+        _c("llama_extra_buffers", "bool", "", "llama.cpp's extra CPU buffer types (AMX, repacked weights) were on; "
+           "off on CPUs with AMX int8, where llama-cpp-python 0.3.36 crashes in them on some quantised files"),
         _c("llama_gpu_layers", "int", "", "layers llama.cpp offloaded to the GPU (-1: all; 0 on the CPU)"),
     ],
     "quality": [

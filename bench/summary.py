@@ -4,22 +4,30 @@ from __future__ import annotations
 
 import pandas as pd
 
-from bench import scenarios
+from bench import backends, scenarios
 from bench.digits import ESTIMATE_SIGNIFICANT, plain, with_interval
+from bench.quants import BACKENDS
 from bench.row import config_key
 
-VS_FP32 = "_vs_fp32"  # a summary column `<column>_vs_fp32`: the row's value over its fp32 row's
+# A summary column `<column>_vs_ref`: the row's value over that of its backend's reference variant (fp32 on
+# PyTorch and ONNX Runtime, f16 on llama.cpp) in the same configuration, the quality's reference.
+VS_REF = "_vs_ref"
 
 
 def label(row: pd.Series) -> str:
     return f"{row['model']} quant={row['quant']} batch_size={row['batch_size']} device={row['device']}"
 
 
-def _vs_fp32(rows: pd.DataFrame, column: str) -> pd.Series:
-    """Each row's value over the ok fp32 row of the same configuration but for quant (its slowdown)."""
+def reference_quant(backend: object) -> str | None:
+    """The quant a backend's rows are compared with (None for a backend this version does not know)."""
+    return backends.reference(backend)[0] if backend in BACKENDS else None
+
+
+def _vs_ref(rows: pd.DataFrame, column: str) -> pd.Series:
+    """Each row's value over the ok reference row of the same configuration but for quant (its slowdown)."""
     same = rows.apply(lambda r: config_key(r, without=("quant",)), axis=1)
-    fp32 = (rows["quant"] == "fp32") & (rows["status"] == "ok")
-    reference = dict(zip(same[fp32], rows.loc[fp32, column]))
+    ref = (rows["quant"] == rows["backend"].map(reference_quant)) & (rows["status"] == "ok")
+    reference = dict(zip(same[ref], rows.loc[ref, column]))
     return rows[column] / same.map(reference).astype(float)
 
 
@@ -65,7 +73,7 @@ def _printed(row: pd.Series, columns: list[str]) -> dict[str, object]:
 
 
 def _one(rows: pd.DataFrame, columns: dict[str, str]) -> str:
-    derived = {c: _vs_fp32(rows, c[:-len(VS_FP32)]) for c in columns if c.endswith(VS_FP32)}
+    derived = {c: _vs_ref(rows, c[:-len(VS_REF)]) for c in columns if c.endswith(VS_REF)}
     rows = rows.assign(**derived)
     order = [c for c in ("model", "device", "backend", "prune", "quant", "batch_size") if c in rows]
     rows = rows.sort_values(order, kind="stable")
@@ -83,6 +91,10 @@ def table(rows: pd.DataFrame) -> str:
         text = _one(group, columns or {c: c for c in ("model", "quant", "batch_size", "status")})
         parts.append(text if names.nunique() == 1 else f"scenario={name}\n{text}")
     text = "\n\n".join(parts)
+    if "backend" in rows and (refs := {b: reference_quant(b) for b in rows["backend"].dropna().unique()}):
+        if set(refs.values()) - {"fp32"}:  # the headings say fp32 where it is; say where it is not
+            text += "\nvs fp32, /fp32: against each backend's reference: " + ", ".join(
+                f"{quant} on {backend}" for backend, quant in sorted(refs.items())) + "."
     if "energy_ci_method" in rows:
         for method, level in rows[["energy_ci_method", "energy_ci_level"]].dropna().drop_duplicates().itertuples(
                 index=False):

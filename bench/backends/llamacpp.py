@@ -9,7 +9,6 @@ tokens, as with PyTorch. On CUDA (a llama-cpp-python built with GGML_CUDA) every
 
 from __future__ import annotations
 
-import importlib.metadata
 import importlib.util
 import weakref
 from typing import Any
@@ -19,6 +18,7 @@ import torch
 
 from bench.backends import GENERATION, BuildRequest, DecodeSteps
 from bench.errors import ConfigError
+from bench.llama_server import avoid_amx_crash, runtime_columns
 from bench.variants.gguf import find_gguf, variant_file
 
 CAPABILITIES = (GENERATION,)
@@ -51,8 +51,7 @@ def check(cfg: Any, device: str) -> None:
 def build(req: BuildRequest) -> tuple[LlamaCppBackend, dict[str, Any]]:
     path, info = variant_file(req.source, req.quant, req.cache_dir, req.threads)
     backend = LlamaCppBackend(str(path), req.device, req.threads, req.context, req.seed)
-    return backend, {**info, "llama_cpp_version": importlib.metadata.version("llama_cpp_python"),
-                     "llama_gpu_layers": backend.gpu_layers}
+    return backend, {**info, **runtime_columns(), "llama_gpu_layers": backend.gpu_layers}
 
 
 class LlamaCppBackend:
@@ -61,8 +60,6 @@ class LlamaCppBackend:
 
     def __init__(self, path: str, device: str, threads: int, context: int, seed: int) -> None:
         import llama_cpp
-
-        from bench.llama_server import avoid_amx_crash
 
         avoid_amx_crash()  # llama.cpp's AMX path crashes on quantised files here (bench/llama_server.py)
         self.api = llama_cpp

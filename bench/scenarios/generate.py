@@ -56,18 +56,19 @@ COLUMNS = [
     Column("decode_window_j_per_token", "list[float]", "J", "net joules per generated token of each decode window "
            "(each window is whole requests: every cache length equally often)"),
 ]
-# The two phases, joules per output token (decode) with its interval, and per request; `<col>_vs_fp32` is the
-# row's value over the fp32 row of the same configuration in the table.
+# The two phases, joules per output token (decode) with its interval, and per request; `<col>_vs_ref` is the
+# row's value over its backend's reference row (fp32; f16 on llama.cpp) of the same configuration in the table.
 SUMMARY_COLUMNS = {
     "model": "model",
     "quant": "quant",
+    "backend": "backend",
     "batch_size": "batch",
     "device": "device",
     "status": "status",
     "ttft_ms_p50": "TTFT ms",
-    "ttft_ms_p50_vs_fp32": "TTFT/fp32",
+    "ttft_ms_p50_vs_ref": "TTFT/fp32",
     "itl_ms_p50": "ITL ms",
-    "itl_ms_p50_vs_fp32": "ITL/fp32",
+    "itl_ms_p50_vs_ref": "ITL/fp32",
     "decode_tokens_s": "decode tok/s",
     "energy_j_per_input_token": "J/in tok",
     "energy_j_per_output_token": "J/out tok",

@@ -27,9 +27,10 @@ import numpy as np
 import torch
 from transformers import PretrainedConfig, PreTrainedModel
 
-from bench import load, models, server
+from bench import backends, load, models, server
 from bench.config import BenchConfig, ConfigError, ServeConfig, choice, resolve_device
 from bench.digits import figure, plain
+from bench.llama_server import runtime_columns
 from bench.load import OK, TIMED_OUT, Record
 from bench.measure import CI_METHOD, Idle, Measurement, _cpu_busy_seconds, idle_baseline, interval, interval_columns
 from bench.meters import EnergyMeter, open_meter
@@ -167,8 +168,10 @@ def validate(cfg: BenchConfig) -> None:
 def check_model(cfg: BenchConfig) -> tuple[PretrainedConfig, str, str]:
     """A decoder LM whose positions hold the request; its GGUF file (own server) or a server on this host."""
     s, v = cfg.scenario, cfg.serve
+    # The server reads the GGUF file itself: only the config and tokenizer are needed here, never a PyTorch copy.
     config, ref, revision = models.load_config(cfg.model, s.prompt_len + s.new_tokens,
-                                               "scenario.prompt_len + scenario.new_tokens")
+                                               "scenario.prompt_len + scenario.new_tokens",
+                                               torch_weights=backends.torch_model(cfg.backend))
     if not models.is_decoder_lm(config):
         raise ConfigError(f"scenario=serve needs a decoder-only causal language model; model {cfg.model.name!r} "
                           f"({ref}) is a {config.model_type!r} model. Choose model=smollm2 or a GGUF causal LM")
@@ -239,7 +242,7 @@ def run(model: PreTrainedModel, ctx: RunContext) -> tuple[dict[str, Any], list[M
             running = stack.enter_context(server.external(v.url, v.pid, v.ready_timeout_s))
         else:
             gguf, built = variant_file(cfg.model, cfg.quant, Path(cfg.eval.cache_dir).expanduser(), threads)
-            row.update(built)
+            row.update(built, **runtime_columns())
             port = v.port or server.free_port()
             command = server.llama_cpp_command(gguf, port, threads, s.prompt_len + s.new_tokens)
             running = stack.enter_context(server.started(command, port, v.ready_timeout_s, v.stop_grace_s))
