@@ -7,7 +7,7 @@ import pandas as pd
 from bench import backends, scenarios
 from bench.digits import ESTIMATE_SIGNIFICANT, plain, with_interval
 from bench.quants import BACKENDS
-from bench.row import config_key
+from bench.row import KEY_COLUMNS, config_key, declared, key_columns
 
 # A summary column `<column>_vs_ref`: the row's value over that of its backend's reference variant (fp32 on
 # PyTorch and ONNX Runtime, f16 on llama.cpp) in the same configuration, the quality's reference.
@@ -15,7 +15,11 @@ VS_REF = "_vs_ref"
 
 
 def label(row: pd.Series) -> str:
-    return f"{row['model']} quant={row['quant']} batch_size={row['batch_size']} device={row['device']}"
+    """The configuration in words: the usual axes, then a scenario's own key settings (a serve run's rate)."""
+    own = [f"{c}={row[c]:g}" if isinstance(row[c], float) else f"{c}={row[c]}"
+           for c in key_columns()[len(KEY_COLUMNS):] if c != "eval_key" and c in row and pd.notna(row[c])]
+    return " ".join([f"{row['model']} quant={row['quant']} backend={row.get('backend')} "
+                     f"batch_size={row['batch_size']} device={row['device']}", *own])
 
 
 def reference_quant(backend: object) -> str | None:
@@ -58,6 +62,7 @@ def _half_width(row: pd.Series) -> float:
 def _printed(row: pd.Series, columns: list[str]) -> dict[str, object]:
     """One row's cells, each number to the digits its data supports (bench/digits.py)."""
     estimate = row.get("energy_measured") is False or row.get("energy_source") == "estimate"
+    units = {c: column.unit for c, column in declared().items()}
     cells: dict[str, object] = {}
     for c in columns:
         value = row.get(c)
@@ -68,7 +73,9 @@ def _printed(row: pd.Series, columns: list[str]) -> dict[str, object]:
             cells[c], cells[f"{c}_ci_low"], cells[f"{c}_ci_high"] = with_interval(
                 value, low, high, estimate and c.startswith("energy"))
         else:
-            cells[c] = plain(value, ESTIMATE_SIGNIFICANT if estimate and c.startswith("energy") else 3)
+            # A share of a few dozen requests or items: two digits say all it knows.
+            digits = 2 if c in units and units[c] == "fraction" else 3
+            cells[c] = plain(value, ESTIMATE_SIGNIFICANT if estimate and c.startswith("energy") else digits)
     return cells
 
 
@@ -103,3 +110,21 @@ def table(rows: pd.DataFrame) -> str:
         text += ("\nsource=estimate rows are a power model (no readable energy counter), not measurements: the "
                  "model charges power in proportion to CPU time, so their energy ratios are CPU-time ratios.")
     return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m bench.summary <tree>`: the sweep summary of every row under a results tree, sweeps together."""
+    import argparse
+
+    from bench.results import load
+
+    parser = argparse.ArgumentParser(prog="python -m bench.summary", description=main.__doc__)
+    parser.add_argument("tree", help="a results directory (e.g. results, or one sweep's directory)")
+    rows = load(parser.parse_args(argv).tree)
+    print(table(rows))
+    print(*short_of_target(rows), sep="\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
