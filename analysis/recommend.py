@@ -106,13 +106,12 @@ def one_per_configuration(rows: pd.DataFrame, also: list[str] = ()) -> pd.DataFr
     become one candidate: the median of each number, measured only if every run was, with `runs` counting them."""
     key = rows.apply(config_key, axis=1)
     for column in also:
-        key = key + "|" + rows[column].astype(str)
+        key = key + "|" + rows[column].map(str)  # map, not astype: a missing value must not blank the key
     grouped = rows.groupby(key, sort=False)
-    out = grouped.first()
     numeric = rows.select_dtypes("number").columns
-    out[numeric] = grouped[numeric].median()
-    out["energy_measured"] = grouped["energy_measured"].agg(lambda m: bool(m.astype(bool).all()))
-    out["runs"] = grouped.size()
+    out = pd.concat([grouped.first().drop(columns=[*numeric, "energy_measured"]), grouped[numeric].median(),
+                     grouped["energy_measured"].agg(lambda m: bool(m.astype(bool).all())),
+                     grouped.size().rename("runs")], axis=1)
     return out.reset_index(drop=True)
 
 

@@ -183,3 +183,13 @@ def test_candidates_that_differ_only_in_a_usually_fixed_field_are_told_apart():
         "minilm int8 batch 1 pytorch on AMD EPYC profile standard",
         "minilm int8 batch 1 pytorch on AMD EPYC profile quick"]
     assert _recommend(50).pick["label"] == "minilm int8 batch 1 pytorch on AMD EPYC"  # one profile: not named
+
+
+def test_repeated_runs_are_merged_by_key_even_where_an_extra_key_column_is_missing():
+    from analysis.recommend import one_per_configuration
+
+    rows = pd.DataFrame([make_row(energy_j_per_inference=j) for j in (0.3, 0.5)] + [make_row(quant="int8")])
+    rows["serve_concurrency"] = None  # an open-loop serve row has no concurrency: it must not blank the key
+    out = one_per_configuration(rows, ["serve_concurrency"])
+    assert sorted(out["runs"]) == [1, 2] and len(out.columns) == len(set(out.columns))
+    assert out.loc[out["runs"] == 2, "energy_j_per_inference"].item() == pytest.approx(0.4)
