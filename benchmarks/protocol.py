@@ -30,6 +30,7 @@ import torch
 
 from bench.backends.pytorch import PyTorchBackend
 from bench.config import MeterConfig, ModelConfig, ProfileConfig, load_profile
+from bench.digits import fmt, significant_digits
 from bench.inputs import synthetic_batch
 from bench.measure import idle_baseline, measure
 from bench.meters import EnergyMeter, open_meter
@@ -83,6 +84,12 @@ def adaptive(call: Callable[[], Any], meter: EnergyMeter, samples: int, profile:
                    len(m.window_calls), note)
 
 
+def _shown(o: Outcome, estimate: bool) -> str:
+    """The figure to the digits its half-width supports (an estimate's to two at most, bench/digits.py)."""
+    return fmt(o.joules, significant_digits(o.joules, o.joules * (1 - o.half_width), o.joules * (1 + o.half_width),
+                                            estimate))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quants", default="fp32,int8,bf16")
@@ -97,6 +104,7 @@ def main() -> None:
     config, ref, _ = load_config(model_cfg, args.seq_len)
     fp32 = load_model(model_cfg, config, ref, seed=0)
     meter = open_meter(MeterConfig(), "cpu", cores_in_use=torch.get_num_threads())
+    estimate = not meter.measured
     print(f"{model_cfg.name} seq {args.seq_len}, meter {meter.source}"
           f"{'' if meter.measured else ' (an estimate, not a measurement)'}, adaptive profile {profile.name} "
           f"(target +-{profile.target_ci:.0%}, cap {profile.max_seconds:g} s)")
@@ -118,7 +126,8 @@ def main() -> None:
             totals["fixed"] += f.seconds
             totals["adaptive"] += a.seconds
             print(f"{quant + ' b' + str(batch_size):<16}{f.seconds:>9.1f}{f.half_width:>10.1%}{a.seconds:>12.1f}"
-                  f"{a.half_width:>13.1%}{a.windows:>9}  {f.joules:>12.4g}{a.joules:>16.4g}  {a.note}", flush=True)
+                  f"{a.half_width:>13.1%}{a.windows:>9}  {_shown(f, estimate):>12}{_shown(a, estimate):>16}  {a.note}",
+                  flush=True)
     meter.close()
     ratio = totals["adaptive"] / totals["fixed"]
     print(f"total: fixed {totals['fixed']:.1f} s, adaptive {totals['adaptive']:.1f} s; "
