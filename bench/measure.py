@@ -207,7 +207,7 @@ def idle_baseline(meter: EnergyMeter, sync: Callable[[], None], profile: Profile
     return Idle(joules, seconds)
 
 
-def _cpu_busy_seconds() -> tuple[float, float] | None:
+def cpu_busy_seconds() -> tuple[float, float] | None:
     """(busy CPU seconds of the whole machine, of this process) from /proc/stat and os.times()."""
     try:
         with open("/proc/stat") as f:
@@ -285,7 +285,7 @@ def measure(call: Callable[[], Any], sync: Callable[[], None], meter: EnergyMete
     calls.latencies_ns.clear()
     window_calls, window_seconds, gross = [], [], []
     stop = "target"
-    busy_before, t0 = _cpu_busy_seconds(), clock()
+    busy_before, t0 = cpu_busy_seconds(), clock()
     while True:
         sync()
         meter.start()
@@ -305,7 +305,7 @@ def measure(call: Callable[[], Any], sync: Callable[[], None], meter: EnergyMete
         if clock() - start + statistics.fmean(window_seconds) > cap:
             stop = "time cap"
             break
-    busy_after, elapsed = _cpu_busy_seconds(), clock() - t0
+    busy_after, elapsed = cpu_busy_seconds(), clock() - t0
     other = None
     if busy_before and busy_after and elapsed > 0:
         other = max(0.0, (busy_after[0] - busy_before[0]) - (busy_after[1] - busy_before[1])) / elapsed

@@ -32,7 +32,8 @@ from bench.config import BenchConfig, ConfigError, ServeConfig, choice, resolve_
 from bench.digits import figure, plain
 from bench.llama_server import runtime_columns
 from bench.load import OK, TIMED_OUT, Record
-from bench.measure import CI_METHOD, Idle, Measurement, _cpu_busy_seconds, idle_baseline, interval, interval_columns
+from bench.measure import (CI_METHOD, Idle, Measurement, cpu_busy_seconds, idle_baseline, interval,
+                           interval_columns)
 from bench.meters import EnergyMeter, open_meter
 from bench.meters.estimate import processes_cpu_time
 from bench.quality.perplexity import text_ids
@@ -260,14 +261,14 @@ def run(model: PreTrainedModel, ctx: RunContext) -> tuple[dict[str, Any], list[M
                    server_url=running.url, server_command=running.command, prepare_seconds=time.perf_counter() - t0)
         idle = idle_baseline(meter, lambda: None, cfg.profile, ctx.device.startswith("cuda"))
         session = Session(running.url, model_id, texts, cfg, min(ctx.min_window_s, 0.5), meter)
-        busy_before = _cpu_busy_seconds()
+        busy_before = cpu_busy_seconds()
         server_cpu = processes_cpu_time((running.pid,)) if running.pid else None
         server_before = server_cpu() if server_cpu else 0.0
         log.info("load on %s: %s for %s s after %d warm-up request(s)", running.url,
                  f"{v.rate} requests/s (open loop)" if v.rate is not None else f"{v.concurrency} clients (closed loop)",
                  v.duration_s, v.warmup_requests)
         records, ticks = asyncio.run(session.run())
-        busy_after = _cpu_busy_seconds()
+        busy_after = cpu_busy_seconds()
         other = None
         if busy_before and busy_after and server_cpu and ticks:
             # Cores' worth of CPU time neither the harness nor the server used while the load ran.
