@@ -12,9 +12,11 @@ offline, with random weights and a short profile, it runs:
   - a llama-1b generate request (32 prompt tokens, 16 new);
 
 and compares NVML's energy counter with polled power integrated over the same ~10 s of a busy GPU (a matmul
-loop): the two should agree within 2%. It prints one table (configuration, status, p50 latency, energy per
-inference or output token, energy source, notes: flags, reasons, errors) and exits 1 if anything failed or
-was invalid, 2 at once without CUDA. Rows go to DIR (default results/gpu_check/<time>/), one directory per run.
+loop): the two should agree within 2%. With Zeus installed (`pip install "energy-bench[zeus]"`), it opens
+meter=zeus and meter=nvml on one more such window: their joules should agree within 1% (skipped, saying so,
+without Zeus). It prints one table (configuration, status, p50 latency, energy per inference or output token,
+energy source, notes: flags, reasons, errors) and exits 1 if anything failed or was invalid, 2 at once without
+CUDA. Rows go to DIR (default results/gpu_check/<time>/), one directory per run.
 """
 
 from __future__ import annotations
@@ -26,12 +28,13 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
 AGREEMENT = 0.02  # counter and polled power within this relative difference
+ZEUS_AGREEMENT = 0.01  # meter=zeus and meter=nvml on one window: both read the counter on Volta and newer
 BUSY_S = 10.0
 WARM_S = 2.0  # of matmuls before sampling: power ramps up over the first second or so
 POLL_S = 0.01  # the check polls faster than the meter (50 ms): ten seconds of it cost nothing
@@ -54,6 +57,7 @@ CHECKS: list[tuple[str, list[str], str | None]] = [
                                       "scenario.prompt_source=random"], None),
 ]
 COUNTER_CHECK = "nvml counter vs polled power"
+ZEUS_CHECK = "zeus meter vs nvml meter"
 HEADINGS = ("configuration", "status", "p50 ms", "energy", "energy_source", "notes")
 
 
@@ -61,6 +65,8 @@ def missing(need: str | None) -> str | None:
     """Why a check cannot run here (an optional package absent), or None."""
     if need == "torchao" and importlib.util.find_spec("torchao") is None:
         return "torchao is not installed (pip install 'energy-bench[gpu]')"
+    if need == "zeus" and importlib.util.find_spec("zeus") is None:
+        return "zeus is not installed (pip install 'energy-bench[zeus]')"
     if need == "onnxruntime-gpu":
         if importlib.util.find_spec("onnxruntime") is None:
             return "onnxruntime is not installed"
@@ -117,10 +123,24 @@ def agreement(counter_j: float, polled_j: float) -> dict[str, Any]:
             "notes": f"polled power {polled_j:.4g} J, {difference:+.2%} (limit ±{AGREEMENT:.0%})"}
 
 
-def busy_samples(device: str) -> tuple[list[tuple[float, float]], list[tuple[float, float]], str]:
-    """Counter (mJ) and power (W) readings every POLL_S over BUSY_S of back-to-back matmuls; which power."""
+def matmul_loop(device: str) -> Callable[[float], None]:
+    """Back-to-back bf16 matmuls for a given number of seconds: a GPU busy at full power."""
     import torch
 
+    a, b = (torch.randn(8192, 8192, device=device, dtype=torch.bfloat16) for _ in range(2))
+
+    def matmuls(seconds: float) -> None:
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            for _ in range(20):
+                a @ b
+            torch.cuda.synchronize(device)
+
+    return matmuls
+
+
+def busy_samples(device: str) -> tuple[list[tuple[float, float]], list[tuple[float, float]], str]:
+    """Counter (mJ) and power (W) readings every POLL_S over BUSY_S of back-to-back matmuls; which power."""
     from bench.config import MeterConfig
     from bench.meters import open_meter
 
@@ -132,7 +152,7 @@ def busy_samples(device: str) -> tuple[list[tuple[float, float]], list[tuple[flo
     except nvml.NVMLError:
         instant = False
     which = "instant power field" if instant else "nvmlDeviceGetPowerUsage (a 1 s average on Ampere and newer)"
-    a, b = (torch.randn(8192, 8192, device=device, dtype=torch.bfloat16) for _ in range(2))
+    matmuls = matmul_loop(device)
     counter: list[tuple[float, float]] = []
     power: list[tuple[float, float]] = []
     stop = threading.Event()
@@ -141,13 +161,6 @@ def busy_samples(device: str) -> tuple[list[tuple[float, float]], list[tuple[flo
         while not stop.wait(POLL_S):
             counter.append((time.perf_counter(), meter.energy_mj()))
             power.append((time.perf_counter(), meter.power_w()))
-
-    def matmuls(seconds: float) -> None:
-        end = time.perf_counter() + seconds
-        while time.perf_counter() < end:
-            for _ in range(20):
-                a @ b
-            torch.cuda.synchronize(device)
 
     matmuls(WARM_S)
     thread = threading.Thread(target=sample, name="gpu-check-poller", daemon=True)
@@ -167,6 +180,45 @@ def check_counter(device: str) -> dict[str, Any]:
         return line
     except Exception as e:  # a check reports, it does not stop the others
         return {"configuration": COUNTER_CHECK, "status": "failed", "notes": f"{type(e).__name__}: {e}"}
+
+
+# --- meter=zeus against meter=nvml ---
+
+def zeus_agreement(zeus_j: float, nvml_j: float, source: str) -> dict[str, Any]:
+    """The check's line: meter=zeus's joules (read by `source`) against meter=nvml's over the same window."""
+    difference = (zeus_j - nvml_j) / nvml_j
+    return {"configuration": ZEUS_CHECK, "status": "ok" if abs(difference) <= ZEUS_AGREEMENT else "failed",
+            "energy": f"{zeus_j:.4g} J", "energy_source": source,
+            "notes": f"meter=nvml {nvml_j:.4g} J, {difference:+.2%} (limit ±{ZEUS_AGREEMENT:.0%})"}
+
+
+def zeus_and_nvml(device: str) -> tuple[float, float, str]:
+    """(meter=zeus's joules, meter=nvml's, Zeus's source) over one window of BUSY_S of matmuls. The windows open
+    and close one right after the other, in the same order, so both span the same work."""
+    from bench.config import MeterConfig
+    from bench.meters import open_meter
+
+    meters = [open_meter(MeterConfig(source=source), device, cores_in_use=1) for source in ("zeus", "nvml")]
+    try:
+        matmuls = matmul_loop(device)
+        matmuls(WARM_S)
+        for meter in meters:
+            meter.start()
+        matmuls(BUSY_S)
+        zeus_j, nvml_j = (meter.stop() for meter in meters)
+    finally:
+        for meter in meters:
+            meter.close()
+    return zeus_j, nvml_j, meters[0].source
+
+
+def check_zeus(device: str) -> dict[str, Any]:
+    if reason := missing("zeus"):
+        return {"configuration": ZEUS_CHECK, "status": "skipped", "notes": reason}
+    try:
+        return zeus_agreement(*zeus_and_nvml(device))
+    except Exception as e:  # a check reports, it does not stop the others
+        return {"configuration": ZEUS_CHECK, "status": "failed", "notes": f"{type(e).__name__}: {e}"}
 
 
 # --- harness runs ---
@@ -260,8 +312,10 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     print(f"gpu_check on {torch.cuda.get_device_name(args.device)} ({args.device}); rows in {out}", flush=True)
     t0 = time.perf_counter()
-    lines = [check_counter(args.device)]
-    print(table(lines[-1:]).splitlines()[-1], flush=True)
+    lines: list[dict[str, Any]] = []
+    for check in (check_counter, check_zeus):
+        lines.append(check(args.device))
+        print(table(lines[-1:]).splitlines()[-1], flush=True)
     for label, overrides, need in CHECKS:
         lines.append(run_check(label, overrides, need, args.device, out))
         print(table(lines[-1:]).splitlines()[-1], flush=True)

@@ -25,6 +25,7 @@ def run_script(*args):
 def test_help():
     done = run_script("--help")
     assert done.returncode == 0 and "NVML's energy counter" in done.stdout and "--device" in done.stdout
+    assert "meter=zeus" in done.stdout
 
 
 def test_without_cuda_it_exits_2_at_once_saying_why():
@@ -83,6 +84,34 @@ def test_the_counter_check_reports_its_failure_as_a_line(monkeypatch):
     monkeypatch.setattr(gpu_check, "busy_samples",
                         lambda device: (counter_readings(500.0), power_readings(500.0), "instant power field"))
     assert gpu_check.check_counter("cuda:0")["status"] == "ok"
+
+
+# --- meter=zeus against meter=nvml ---
+
+def test_zeus_within_1_percent_of_nvml_passes_and_beyond_fails():
+    line = gpu_check.zeus_agreement(1004.0, 1000.0, "zeus-nvml")
+    assert line["status"] == "ok" and line["energy_source"] == "zeus-nvml"
+    assert line["notes"] == "meter=nvml 1000 J, +0.40% (limit ±1%)"
+    line = gpu_check.zeus_agreement(985.0, 1000.0, "zeus-nvml")
+    assert line["status"] == "failed" and "-1.50%" in line["notes"]
+
+
+def test_the_zeus_check_is_skipped_without_zeus(monkeypatch):
+    monkeypatch.setattr(gpu_check.importlib.util, "find_spec", lambda name: None)
+    line = gpu_check.check_zeus("cuda:0")
+    assert line["status"] == "skipped" and line["notes"] == "zeus is not installed (pip install 'energy-bench[zeus]')"
+    assert gpu_check.failed([line]) == []
+
+
+@pytest.mark.skipif(importlib.util.find_spec("zeus") is None, reason="zeus is not installed")
+def test_where_zeus_reads_no_gpu_the_zeus_check_fails_as_a_line_saying_why():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU Zeus may read")
+    line = gpu_check.check_zeus("cuda:0")
+    assert line["status"] == "failed" and line["configuration"] == "zeus meter vs nvml meter"
+    assert line["notes"].startswith("ConfigError: meter=zeus cannot read device='cuda:0': Zeus found no GPU")
 
 
 # --- the configurations ---

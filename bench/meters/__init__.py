@@ -12,6 +12,9 @@ from bench.errors import ConfigError, MeterUnavailable
 __all__ = ["EnergyMeter", "MeterUnavailable", "open_meter"]
 
 log = logging.getLogger(__name__)
+# The meters each kind of device takes (bench.config.METER_SOURCES holds them all).
+CPU_METERS = ("auto", "rapl", "estimate", "pyrapl", "zeus")
+CUDA_METERS = ("auto", "nvml", "zeus")
 
 
 class EnergyMeter(Protocol):
@@ -48,13 +51,23 @@ def open_meter(cfg: MeterConfig, device: str, cores_in_use: int, processes: tupl
     NVML read the whole package or GPU, which includes them already.
     """
     on_cuda = device.startswith("cuda")
+    if cfg.source == "zeus":
+        from bench.meters.zeus import ZeusMeter
+
+        try:
+            return ZeusMeter(device)
+        except MeterUnavailable as e:
+            others = [m for m in (CUDA_METERS if on_cuda else CPU_METERS) if m != "zeus"]
+            raise ConfigError(f"meter=zeus cannot read device={device!r}: {e}; choose another meter for it: "
+                              f"{', '.join(others)}") from e
     if cfg.source in ("rapl", "pyrapl", "estimate") and on_cuda:
         raise ConfigError(
-            f"meter={cfg.source} measures or models the CPU, not device={device!r}; choose one of: auto, nvml"
+            f"meter={cfg.source} measures or models the CPU, not device={device!r}; choose one of: "
+            f"{', '.join(CUDA_METERS)}"
         )
     if cfg.source == "nvml" and not on_cuda:
         raise ConfigError(f"meter=nvml measures an NVIDIA GPU, not device={device!r}; choose one of: "
-                          "auto, rapl, estimate, pyrapl")
+                          f"{', '.join(CPU_METERS)}")
     try:
         if on_cuda:
             from bench.meters.nvml import NvmlMeter, claim_context, cuda_uuid
