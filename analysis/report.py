@@ -1,13 +1,16 @@
-"""summary.md and a self-contained report.html (plots embedded) from rows with their fronts, costs and limits."""
+"""summary.md and a self-contained report.html (interactive plots, plotly.js inlined once) from rows with their
+fronts, costs and limits."""
 
 from __future__ import annotations
 
-import base64
 import html
+import itertools
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 
+from analysis import interactive
 from analysis.loads import serve_mode
 from analysis.serve_plots import variant_label
 from bench.digits import ESTIMATE_SIGNIFICANT, plain, with_interval
@@ -53,7 +56,7 @@ def _percent(values: pd.Series) -> list[str]:
 
 def _source(rows: pd.DataFrame) -> list[str]:
     """The energy source, marked where it is a model rather than a measurement."""
-    return [s if m else f"{s} (ESTIMATE)" for s, m in zip(rows["energy_source"], rows["energy_measured"].astype(bool))]
+    return [interactive.source_label(s, m) for s, m in zip(rows["energy_source"], rows["energy_measured"].astype(bool))]
 
 
 def _shown(rows: pd.DataFrame, columns: list[tuple[str, str]], computed: dict) -> pd.DataFrame:
@@ -152,9 +155,13 @@ def _unique(values: pd.Series) -> list[str]:
 def cost_note(rows: pd.DataFrame) -> str:
     unit = rows["energy_unit"].iloc[0]
     prices = ", ".join(f"{float(v):g}" for v in rows["price_per_kwh"].unique())
-    grids = ", ".join(f"{float(v):g}" for v in rows["grid_gco2_per_kwh"].unique())
+    # Each intensity with where it comes from, where the costs recorded that (grid_source).
+    source = rows["grid_source"] if "grid_source" in rows else pd.Series(None, index=rows.index, dtype=object)
+    grids = pd.DataFrame({"grid": rows["grid_gco2_per_kwh"].astype(float), "source": source}).drop_duplicates()
+    shown = "; ".join(f"{grid:g} gCO2e/kWh" + (f", {s}" if isinstance(s, str) and s else "")
+                      for grid, s in grids.itertuples(index=False))
     return (f"kWh/M, cost/M, gCO2e/M: per million {unit}s, from the attributed (idle-subtracted) energy at "
-            f"{prices} per kWh and {grids} gCO2e/kWh.")
+            f"{prices} per kWh and {shown}.")
 
 
 def limit_notes(rows: pd.DataFrame) -> list[str]:
@@ -205,9 +212,16 @@ def _note(text: str) -> str:
     return f"<p class='note'>{html.escape(text)}</p>"
 
 
-def _images(images: list[Path]) -> list[str]:
-    return [f"<img alt='{html.escape(image.stem)}' src='data:image/png;base64,"
-            f"{base64.b64encode(image.read_bytes()).decode()}'>" for image in images]
+def _plots(figures: list, images: list[Path], index: Iterator[int]) -> list[str]:
+    """The interactive figures, numbered across the page, then links to the PNGs written beside the page."""
+    links = ", ".join(f"<a href='{html.escape(image.name)}'>{html.escape(image.name)}</a>" for image in images)
+    return ([f"<div class='plot'>{interactive.embed(figure, next(index))}</div>" for figure in figures]
+            + ([f"<p class='note'>The same as PNG (beside this file): {links}</p>"] if images else []))
+
+
+PLOT_NOTE = ("Plots: hover a point for its configuration and its energy with the interval and source; click a legend "
+             "entry to hide or show that series, double-click to show it alone; the buttons above a plot with "
+             "several backends show one of them.")
 
 
 def report_html(groups: list[Group], excluded: int, title: str, serving: list[Group] = ()) -> str:
@@ -216,21 +230,25 @@ def report_html(groups: list[Group], excluded: int, title: str, serving: list[Gr
              "table{border-collapse:collapse;font-size:13px;margin:1em 0}"
              "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f3f3f3}"
              "td:nth-child(2),td:nth-child(3),td:nth-child(4),td:nth-child(7),td:last-child{text-align:left}"
-             "img{max-width:100%;border:1px solid #eee;margin:0.5em 0}.note{color:#666;font-size:13px}"
+             ".plot{border:1px solid #eee;margin:0.5em 0}.note{color:#666;font-size:13px}.note a{color:#666}"
              "</style></head><body>", f"<h1>{html.escape(title)}</h1>"]
     if excluded:
         parts.append(_note(f"{excluded} row(s) without usable quality or energy are not placed."))
+    if groups or serving:
+        parts.append(_note(PLOT_NOTE))
+    index = itertools.count()  # plotly.js goes into the page once, with the first figure
     for heading, rows, images in groups:
         parts += [f"<h2>{html.escape(heading)}</h2>", _html_table(table(rows)),
                   _note("★ on the Pareto front. Hollow points and ESTIMATE sources: no energy counter was readable, "
                         "the figure is a power model, not a measurement."), _note(interval_note(rows)),
                   _note(cost_note(rows))]
-        parts += _images(images)
+        parts += _plots([interactive.quality_energy(rows, heading), interactive.latency_energy(rows, heading)],
+                        images, index)
         parts += [f"<h3>Distance to the limit: {html.escape(heading)}</h3>", _html_table(limits_table(rows)),
                   *(_note(n) for n in limit_notes(rows))]
     for heading, rows, images in serving:
         parts += [f"<h2>Serving: {html.escape(heading)}</h2>", _html_table(serve_table(rows)), _note(SERVE_NOTE),
-                  _note(interval_note(rows)), *_images(images)]
+                  _note(interval_note(rows)), *_plots([interactive.load_curves(rows, heading)], images, index)]
         if not rows["energy_measured"].astype(bool).all():
             parts.append(_note("ESTIMATE: no energy counter was readable; the figure is a power model, not a "
                                "measurement."))
