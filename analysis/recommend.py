@@ -184,6 +184,7 @@ def _summary(row: pd.Series, value_column: str, bounds: Bounds) -> dict:
                    "kwh_per_day", "cost_per_day", "gco2e_per_day"):
         if column in row:
             summary[column] = _number(row[column])
+    summary["grid_source"] = row.get("grid_source")
     return summary
 
 
@@ -261,12 +262,26 @@ def energy_text(config: dict, value: float | None) -> str:
     return plain(value, digits)
 
 
-def objective_text(config: dict, objective: str, unit: str) -> str:
+def objective_text(config: dict, objective: str, unit: str, grid_said: bool = False) -> str:
+    """The configuration's objective figure; a carbon figure with its grid intensity and source, unless its block
+    said them once (grid_said)."""
     if objective == "energy":
         return f"{energy_text(config, config['value'])} J/{unit}"
     if objective == "cost":
         return f"{energy_text(config, config['value'])} cost per million {unit}s"
-    return f"{energy_text(config, config['value'])} gCO2e per million {unit}s"
+    carbon = f"{energy_text(config, config['value'])} gCO2e per million {unit}s"
+    return carbon if grid_said else f"{carbon} (at {grid_text(config)})"
+
+
+def grid_text(config: dict) -> str:
+    """The grid intensity a configuration's carbon figures use, with its source (and year)."""
+    return f"{config['grid_gco2_per_kwh']:g} gCO2e/kWh, {config['grid_source']}"
+
+
+def runners_up_grid(objective: str, runners_up: list[dict]) -> str:
+    """The runners-up heading's "; gCO2e at <grid>" where all their carbon figures use one grid, else ""."""
+    grids = {grid_text(c) for c in runners_up}
+    return f"; gCO2e at {grids.pop()}" if objective == "carbon" and len(grids) == 1 else ""
 
 
 def source_text(energy_source: str) -> str:
@@ -278,7 +293,7 @@ def per_million(pick: dict, unit: str) -> str:
     return (f"  per million {unit}s: {energy_text(pick, pick['kwh_per_million'])} kWh, cost "
             f"{energy_text(pick, pick['cost_per_million'])} (at {pick['price_per_kwh']:g}/kWh), "
             f"{energy_text(pick, pick['gco2e_per_million'])} gCO2e "
-            f"(at {pick['grid_gco2_per_kwh']:g} g/kWh){estimate_flag(pick)}")
+            f"(at {grid_text(pick)}){estimate_flag(pick)}")
 
 
 def next_text(pick: dict, runners_up: list[dict], what: str) -> str:
@@ -331,9 +346,10 @@ def format_text(rec: Recommendation) -> str:
                  f"{rec.measured} measured{next_text(pick, rec.runners_up, what)}"
                  f"{estimate_flag(pick, *rec.runners_up[:1])}")
     if rec.runners_up:
-        lines.append("Runners-up (meet both bounds):")
+        said = runners_up_grid(rec.objective, rec.runners_up)
+        lines.append(f"Runners-up (meet both bounds{said}):")
         for rank, config in enumerate(rec.runners_up, start=2):
-            lines.append(f"  {rank}. {config['label']}: {objective_text(config, rec.objective, unit)} "
+            lines.append(f"  {rank}. {config['label']}: {objective_text(config, rec.objective, unit, bool(said))} "
                          f"(+{config['value'] / pick['value'] - 1:.0%}), {b.latency_percentile} "
                          f"{plain(config['latency_ms'])} ms, quality ratio {plain(config['quality_ratio'])}"
                          f"{estimate_flag(config)}")
@@ -373,6 +389,7 @@ def _run(args: argparse.Namespace) -> str:
     attainment = DEFAULT_MIN_ATTAINMENT if args.min_slo_attainment is None else args.min_slo_attainment
     if args.slo_ttft_ms is not None or args.slo_itl_ms is not None:
         Slo(args.slo_ttft_ms, args.slo_itl_ms, attainment)  # a bad SLO is refused before the tree is read
+    settings = cost_settings(args)  # so are bad cost options and an unknown --grid-region
     rows = load(args.tree)
     if _serving(args, rows):
         given = [f for f, v in (("--max-latency-ms", args.max_latency_ms), ("--min-quality-ratio",
@@ -381,7 +398,7 @@ def _run(args: argparse.Namespace) -> str:
             raise BadInput(f"{', '.join(given)}: for classify and generate rows; serve rows are judged by "
                            "--slo-ttft-ms, --slo-itl-ms and --min-slo-attainment")
         rec = recommend_serve(rows, Slo(args.slo_ttft_ms, args.slo_itl_ms, attainment), args.objective, args.top,
-                              cost_settings(args), args.energy_source)
+                              settings, args.energy_source)
         return json.dumps(asdict(rec), indent=2) if args.json else serve_text(rec)
     if args.min_slo_attainment is not None:
         raise BadInput("--min-slo-attainment is for scenario=serve rows, not "
@@ -392,7 +409,7 @@ def _run(args: argparse.Namespace) -> str:
     bounds = Bounds(args.max_latency_ms, args.min_quality_ratio, args.latency_percentile)
     # Rows under load have no per-call latency: the SLO judges them, never these bounds.
     rec = recommend(rows[~under_load(rows)], bounds, args.objective, args.eval, args.scenario, args.top,
-                    cost_settings(args), args.energy_source)
+                    settings, args.energy_source)
     return json.dumps(asdict(rec), indent=2) if args.json else format_text(rec)
 
 

@@ -23,7 +23,7 @@ from analysis.costs import CostSettings, with_costs
 from analysis.devices import device_key
 from analysis.recommend import (DISTINGUISHING, ESTIMATED, OBJECTIVES, BadInput, ConstraintCost, cost_line,
                                 energy_text, estimate_flag, estimate_note, next_text, objective_text,
-                                one_per_configuration, per_million, ranked_source, source_text)
+                                one_per_configuration, per_million, ranked_source, runners_up_grid, source_text)
 from analysis.loads import serve_mode, under_load
 from analysis.serve_plots import SHAPE, variant_label
 from bench.digits import plain, with_interval
@@ -192,6 +192,7 @@ def _summary(row: pd.Series, column: str, slo: Slo, by: str) -> dict:
                  "kwh_per_day", "cost_per_day", "gco2e_per_day"):
         if name in row:
             summary[name] = _number(row[name])
+    summary["grid_source"] = row.get("grid_source")
     return summary
 
 
@@ -311,9 +312,10 @@ def format_text(rec: ServeRecommendation) -> str:
              f"  why: the lowest {what} of the {rec.feasible} configuration(s) meeting the SLO, of {rec.measured} "
              f"measured{next_text(pick, rec.runners_up, what)}{estimate_flag(pick, *rec.runners_up[:1])}"]
     if rec.runners_up:
-        lines.append("Runners-up (meet the SLO):")
+        said = runners_up_grid(rec.objective, rec.runners_up)
+        lines.append(f"Runners-up (meet the SLO{said}):")
         for rank, config in enumerate(rec.runners_up, start=2):
-            lines.append(f"  {rank}. {config['label']}: {objective_text(config, rec.objective, unit)} "
+            lines.append(f"  {rank}. {config['label']}: {objective_text(config, rec.objective, unit, bool(said))} "
                          f"(+{config['value'] / pick['value'] - 1:.0%}), {_figures(config)}{_quality_note(config)}"
                          f"{estimate_flag(config)}")
     lines.append("What the SLO cost:")
