@@ -92,9 +92,11 @@ GROUPS: dict[str, list[Column]] = {
               ("other_processes", "float", "", "other compute processes on the GPU (this one's context held)"))],
     ],
     "energy source": [
-        _c("energy_source", "str", "", "rapl | nvml_counter | nvml_power | pyrapl | estimate (docs/protocol.md §1)"),
+        _c("energy_source", "str", "", "rapl | nvml_counter | nvml_power | pyrapl | estimate | zeus-amdsmi | "
+           "zeus-apple | zeus-jetson | zeus-nvml | zeus-rapl (docs/protocol.md §1)"),
         _c("energy_measured", "bool", "", "false for the estimate: a power model, never a measurement"),
-        _c("energy_params", "json", "", "parameters of the source (the estimate's model, RAPL zones, GPU UUID)"),
+        _c("energy_params", "json", "", "parameters of the source (the estimate's model, RAPL zones, GPU UUID, "
+           "what Zeus read and how)"),
     ],
     "protocol": [
         _c("load_seconds", "float", "s", "loading the fp32 PyTorch model (absent where the backend reads the "
