@@ -12,6 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from bench import progress
 from bench.config import CONF_DIR, BenchConfig, ConfigError, register_configs
 from bench.run import record_failure, run
 from bench.summary import short_of_target, table
@@ -25,6 +26,7 @@ def main(dict_cfg: DictConfig) -> str:
     hc = HydraConfig.get()
     out_dir = hc.runtime.output_dir
     if hc.mode == RunMode.MULTIRUN:
+        progress.run_started()
         # The sweep was checked up front; what still fails here (another launcher, a machine that
         # changed) is recorded as a failed row and the sweep goes on.
         try:
@@ -32,7 +34,8 @@ def main(dict_cfg: DictConfig) -> str:
         except ConfigError as e:
             return record_failure(cfg, out_dir, Path(hc.sweep.dir).name, e)["status"]
     try:
-        row = run(cfg, out_dir, Path(hc.run.dir).name)
+        with progress.shown(cfg.progress):
+            row = run(cfg, out_dir, Path(hc.run.dir).name)
     except ConfigError as e:
         shutil.rmtree(out_dir, ignore_errors=True)  # only Hydra's bookkeeping is in it: leave no trace
         print(f"error: {e}", file=sys.stderr)

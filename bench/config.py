@@ -202,6 +202,8 @@ class BenchConfig:
     onnx_opset: int = 18
     # int8-static calibration: this many texts from the eval set's train split (seeded random ids without one).
     calibration_samples: int = 64
+    # false: no live display on a terminal and no progress lines in logs (docs/sweeps.md#progress-while-it-works).
+    progress: bool = True
 
 
 def choice(field_name: str, value: str, valid: tuple[str, ...]) -> None:

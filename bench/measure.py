@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from scipy import special
 
+from bench import progress
 from bench.config import ProfileConfig
 from bench.meters import EnergyMeter
 
@@ -198,7 +199,8 @@ def idle_baseline(meter: EnergyMeter, sync: Callable[[], None], profile: Profile
     sleep(profile.settle_s_cuda if on_cuda else profile.settle_s)
     segment = (profile.idle_s_cuda if on_cuda else profile.idle_s) / profile.idle_segments
     joules, seconds = [], []
-    for _ in range(profile.idle_segments):
+    for k in range(profile.idle_segments):
+        progress.phase(f"idle baseline: segment {k + 1} of {profile.idle_segments}")  # between segments
         meter.start()
         t0 = clock()
         sleep(segment)
@@ -280,8 +282,11 @@ def measure(call: Callable[[], Any], sync: Callable[[], None], meter: EnergyMete
     """
     cap = profile.max_seconds if max_seconds is None else max_seconds
     calls = _Calls(call, sync, multiple, clock)
+    name = f"{phase} " if phase else ""
+    progress.phase(f"{name}warm-up")
     start = clock()
     warm_calls, warm_s, settled = _warm_up(calls, profile, min(profile.warmup_max_s, cap))
+    progress.phase(f"{name}windows until ±{100 * profile.target_ci:.3g}% or the {cap:.3g} s cap")
     calls.latencies_ns.clear()
     window_calls, window_seconds, gross = [], [], []
     stop = "target"
@@ -293,10 +298,13 @@ def measure(call: Callable[[], Any], sync: Callable[[], None], meter: EnergyMete
         gross.append(meter.stop())
         window_calls.append(n)
         window_seconds.append(s)
-        if len(gross) < profile.min_windows:
-            continue
         m = Measurement(calls.latencies_ns, window_calls, window_seconds, gross, idle)
         found = m.interval(profile.confidence)
+        # Between windows, never inside one: the next window starts after the display is done.
+        progress.window(phase, len(gross), found.relative_half_width if found else None, profile.target_ci,
+                        clock() - start, cap)
+        if len(gross) < profile.min_windows:
+            continue
         if found is not None and found.relative_half_width <= profile.target_ci:
             break
         if idle_limited(m.figure(), idle, profile.confidence, profile.target_ci):

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from bench import backends, environment, footprint, models, quality, scenarios
+from bench import backends, environment, footprint, models, progress, quality, scenarios
 from bench.backends import BuildRequest
 from bench.config import BenchConfig, resolve_device, validate_for_device, validate_values
 from bench.config_row import config_columns, configuration, describe, error_columns
@@ -104,6 +104,7 @@ def measure_run(cfg: BenchConfig, checked: Checked, run_id: str) -> dict[str, An
 
     def build(model: torch.nn.Module | None, inputs: dict[str, torch.Tensor], quant: str = cfg.quant,
               backend: str = cfg.backend) -> tuple[backends.Backend, dict[str, Any]]:
+        progress.phase(f"building the {quant} variant on {backend}")
         # What makes the fp32 model's weights and graph: an exported model is reused only when all of it matches.
         exported = {**identity, "class": type(model).__name__ if model is not None else None,
                     "prune": asdict(cfg.prune) if cfg.prune.name != "none" else None}
@@ -129,6 +130,7 @@ def measure_run(cfg: BenchConfig, checked: Checked, run_id: str) -> dict[str, An
         return build(load(backend), {}, quant, backend)[0]
 
     try:
+        progress.phase("loading the model")
         # Hashes the weight files (once per process): a read error is this run's failure, not the sweep's.
         identity = models.identity(cfg.model, checked.model_ref, checked.model_revision, cfg.seed)
         t0 = time.perf_counter()
@@ -144,6 +146,8 @@ def measure_run(cfg: BenchConfig, checked: Checked, run_id: str) -> dict[str, An
         row.update(columns, **meter.device_state("end"))
         job = quality.EvalJob(cfg.eval, checked.eval_set, checked.tokenizer, backend, reference, device,
                               cfg.batch_size, cfg.seq_len, identity) if checked.eval_set else None
+        if job is not None:
+            progress.phase(f"quality: eval={cfg.eval.name}")
         row.update(quality.score(job))
         foreign = max((row.get(f"gpu_other_processes_{w}") or 0 for w in ("start", "end")), default=0)
         checks = validity(phases, meter.rated_power_w, foreign, cfg.profile)

@@ -13,7 +13,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from bench import results, summary
+from bench import progress, results, summary
 from bench.config import BenchConfig, ConfigError
 
 log = logging.getLogger(__name__)
@@ -61,8 +61,10 @@ class SweepCallback(Callback):
             raise SystemExit(2) from None
         log.info("sweep of %d runs into %s; runs on one device wait for each other (energy windows must "
                  "not overlap)", len(self.configs), config.hydra.sweep.dir)
+        progress.start(self.configs[0][0].progress, runs=len(self.configs))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        progress.stop()
         rows = results.load(config.hydra.sweep.dir)
         if any(cfg.resume for cfg, _ in self.configs):
             # Configurations skipped as already measured still belong in this sweep's table.

@@ -15,6 +15,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from transformers import PreTrainedTokenizerBase
 
+from bench import progress
 from bench.config import EvalConfig
 from bench.files import stable_key, write_atomically
 from bench.quality import scored
@@ -34,6 +35,7 @@ def represent(forward: Forward, tokenizer: PreTrainedTokenizerBase, texts: list[
         enc = tokenizer(texts[i:i + batch_size], padding=True, truncation=True, max_length=seq_len,
                         return_tensors="pt")
         out = forward(dict(enc))
+        progress.step("quality", min(i + batch_size, len(texts)), len(texts), "examples")
         is_logits = getattr(out, "logits", None) is not None
         if is_logits:
             parts.append(out.logits.float().cpu())

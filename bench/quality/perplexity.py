@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from bench import progress
 from bench.config import ConfigError, EvalConfig
 from bench.quality import scored
 from bench.quality.datasets import random_subsample
@@ -112,6 +113,7 @@ def evaluate_perplexity(cfg: EvalConfig, ids: torch.Tensor, variant: Logits, ref
         kl += (log_q.exp() * (log_q - log_p)).sum().item()
         agree += (log_p.argmax(-1) == log_q.argmax(-1)).sum().item()
         done += len(targets)
+        progress.step("quality", done, len(chosen), "text windows")
     counts = np.array([w.scored for w in chosen], dtype=float)
     count = int(counts.sum())
     perplexity, perplexity_ref = float(np.exp(nll.sum() / count)), float(np.exp(nll_ref.sum() / count))

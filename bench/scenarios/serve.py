@@ -28,6 +28,7 @@ import torch
 from transformers import PretrainedConfig, PreTrainedModel
 
 from bench import backends, load, models, server
+from bench import progress as display  # `progress` is this scenario's end-of-run line
 from bench.config import BenchConfig, ConfigError, ServeConfig, choice, resolve_device
 from bench.digits import figure, plain
 from bench.llama_server import runtime_columns
@@ -240,12 +241,15 @@ def run(model: PreTrainedModel, ctx: RunContext) -> tuple[dict[str, Any], list[M
     ids = text_ids(ctx.tokenizer, ctx.eval_set.test_texts[0]).tolist()
     with contextlib.ExitStack() as stack:
         if v.url:
+            display.phase(f"serve: connecting to {v.url}")
             running = stack.enter_context(server.external(v.url, v.pid, v.ready_timeout_s))
         else:
+            display.phase(f"serve: the GGUF file of quant={cfg.quant}")
             gguf, built = variant_file(cfg.model, cfg.quant, Path(cfg.eval.cache_dir).expanduser(), threads)
             row.update(built, **runtime_columns())
             port = v.port or server.free_port()
             command = server.llama_cpp_command(gguf, port, threads, s.prompt_len + s.new_tokens)
+            display.phase("serve: starting the server")
             running = stack.enter_context(server.started(command, port, v.ready_timeout_s, v.stop_grace_s))
         meter = ctx.meter
         if meter.source == "estimate":  # the only meter that sees one process, not the whole package
@@ -267,6 +271,7 @@ def run(model: PreTrainedModel, ctx: RunContext) -> tuple[dict[str, Any], list[M
         log.info("load on %s: %s for %s s after %d warm-up request(s)", running.url,
                  f"{v.rate} requests/s (open loop)" if v.rate is not None else f"{v.concurrency} clients (closed loop)",
                  v.duration_s, v.warmup_requests)
+        display.phase(f"serve: {v.warmup_requests} warm-up request(s)")
         records, ticks = asyncio.run(session.run())
         busy_after = cpu_busy_seconds()
         other = None
@@ -276,6 +281,10 @@ def run(model: PreTrainedModel, ctx: RunContext) -> tuple[dict[str, Any], list[M
             other = max(0.0, used) / (ticks[-1].end - ticks[0].start)
     measurement, columns_ = measured(records, ticks, idle, other, v, s.new_tokens, cfg.profile.target_ci,
                                      ctx.min_window_s, cfg.profile.confidence, cfg.profile.min_windows)
+    display.phase(f"serve: load over: {len(records)} requests, drained in {columns_['drain_s']:.1f} s")
+    found = measurement.interval(cfg.profile.confidence)
+    display.window("serve steady state", len(measurement.window_calls), found and found.relative_half_width,
+                   cfg.profile.target_ci)
     row.update(columns_, warmup_requests=v.warmup_requests, warmup_seconds=session.warmup_seconds,
                warmup_calls=v.warmup_requests, warmup_settled=True)
     # The quality of the variant the server ran, scored in this process after the server has stopped.
@@ -312,6 +321,10 @@ class Session:
                 if warm.status != OK:
                     raise RuntimeError(f"warm-up request {i + 1} of {v.warmup_requests} failed: {warm.error}")
             self.warmup_seconds = self.clock() - start
+            # The whole load is metered, so the display shows its plan now and nothing until it has drained.
+            ends = time.strftime("%H:%M:%S", time.localtime(time.time() + v.duration_s))
+            display.phase(f"serve: load, ramp {ramp_s(v):.3g} s, steady state until {v.duration_s:.3g} s ({ends}), "
+                          "then drain; no updates while it runs")
             t0 = self.clock()
             done = asyncio.Event()
             ticks = asyncio.create_task(self.read_meter(t0, done))
