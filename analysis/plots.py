@@ -10,7 +10,7 @@ matplotlib.use("Agg")  # files only: no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from analysis.pareto import LOWER_IS_BETTER  # noqa: E402
+from analysis.quality_gates import gate_lines  # noqa: E402
 
 
 def _label(row: pd.Series) -> str:
@@ -51,18 +51,9 @@ def quality_energy(rows: pd.DataFrame, heading: str, path: Path) -> Path:
     front = rows[rows["on_pareto_front"]].sort_values("energy_j")
     ax.plot(front["energy_j"], front["quality"], color="tab:blue", zorder=2)
     extra = []
-    if "quality_gate" in rows:
-        # A lower-is-better metric passes below ref / gate. The reference is recomputed per run for some
-        # evals, so lines are de-duplicated at the precision they are labelled with.
-        lower = rows["quality_metric"].isin(LOWER_IS_BETTER)
-        limit = (rows["quality_ref"] / rows["quality_gate"]).where(lower, rows["quality_ref"] * rows["quality_gate"])
-        gates = pd.DataFrame({"model": rows["model"], "gate": rows["quality_gate"], "lower": lower,
-                              "limit": limit.map(lambda v: f"{v:.4g}")}).drop_duplicates()
-        for model, gate, lower_is_better, shown in gates.itertuples(index=False):
-            ax.axhline(float(shown), color="tab:red", linestyle="--", linewidth=1)
-            relation = f"fp32 / {gate:.2f}" if lower_is_better else f"{gate:.0%} of fp32"
-            extra.append(plt.Line2D([], [], color="tab:red", linestyle="--",
-                                    label=f"quality gate {model}: {relation} ({shown})"))
+    for value, label in gate_lines(rows):
+        ax.axhline(value, color="tab:red", linestyle="--", linewidth=1)
+        extra.append(plt.Line2D([], [], color="tab:red", linestyle="--", label=label))
     ax.set_xscale("log")
     ax.set_xlabel(_energy_label(rows))
     ax.set_ylabel(f"{rows['quality_metric'].iloc[0]} on {rows['eval'].iloc[0]}")

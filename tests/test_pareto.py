@@ -82,22 +82,3 @@ def test_analysis_writes_fronts_plots_and_reports(tmp_path):
     page = (tmp_path / "out" / "report.html").read_text()
     assert page.count('class="plotly-graph-div"') == 4 and "<table" in page
     assert len(load(tmp_path / "tree")) == 4  # the analysis output is not read back as rows
-
-
-def test_the_report_renders_in_a_headless_browser(tmp_path):
-    import shutil
-
-    import pytest
-
-    from analysis.screenshot import BROWSERS, screenshot
-
-    if not any(shutil.which(b) for b in BROWSERS):
-        pytest.skip("no headless Chromium here (Debian: apt-get install chromium)")
-    for r in [_row(0, "fp32", 1, 0.97, 0.37), _row(1, "int8", 1, 0.972, 0.24)]:
-        write_row(r, tmp_path / "tree" / r["run_id"])
-    main([str(tmp_path / "tree"), "--out", str(tmp_path / "out")])
-    png = screenshot(tmp_path / "out" / "report.html", tmp_path / "report.png", height=1200)
-    from PIL import Image
-
-    pixels = np.asarray(Image.open(png).convert("L"))
-    assert pixels.shape == (1200, 1200) and pixels.std() > 10  # drawn, not a blank page
