@@ -18,7 +18,7 @@ from bench.quants import BACKENDS, HALF, QUANTS, SUPPORTED
 __all__ = ["ConfigError"]  # raised by every check here; importable from bench.config for callers
 PRUNES = ("none", "l1-unstructured", "heads", "ffn", "semi-structured-2of4")
 WEIGHTS = ("pretrained", "random")
-METER_SOURCES = ("auto", "rapl", "nvml", "estimate", "pyrapl")
+METER_SOURCES = ("auto", "rapl", "nvml", "estimate", "pyrapl", "zeus")
 PROFILES = ("standard", "quick")
 PROMPT_SOURCES = ("auto", "text", "random")
 GATE_RULES = ("point", "lower")
