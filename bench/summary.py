@@ -18,8 +18,9 @@ def label(row: pd.Series) -> str:
     """The configuration in words: the usual axes, then a scenario's own key settings (a serve run's rate)."""
     own = [f"{c}={row[c]:g}" if isinstance(row[c], float) else f"{c}={row[c]}"
            for c in key_columns()[len(KEY_COLUMNS):] if c != "eval_key" and c in row and pd.notna(row[c])]
-    return " ".join([f"{row['model']} quant={row['quant']} backend={row.get('backend')} "
-                     f"batch_size={row['batch_size']} device={row['device']}", *own])
+    usual = [f"{c}={row.get(c)}" for c in ("quant", "backend", "batch_size", "device")
+             if c in ("quant", "device") or pd.notna(row.get(c))]  # a serve row has no batch size
+    return " ".join([str(row["model"]), *usual, *own])
 
 
 def reference_quant(backend: object) -> str | None:
