@@ -23,6 +23,13 @@ PROFILES = ("standard", "quick")
 PROMPT_SOURCES = ("auto", "text", "random")
 GATE_RULES = ("point", "lower")
 PERPLEXITY_DEFINITIONS = ("hf-strided", "min-context")
+# torch.compile modes (backend=pytorch); none: eager.
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
+# What is done to an ONNX graph (backend=onnxruntime): ONNX Runtime's own optimisation level, or fused: the
+# transformer fusions (attention, skip layer norm, bias GELU) onnxscript writes for ONNX Runtime, then level all.
+ONNX_GRAPHS = ("basic", "extended", "all", "fused")
+# Static int8 calibration (quant=int8-static): how activation ranges are chosen from the calibration data.
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 
 
 @dataclass
@@ -40,6 +47,10 @@ class ModelConfig:
     family: Optional[str] = None
     # A registry package carrying several .gguf files: the one to load (by file name). With one, it is that one.
     gguf_file: Optional[str] = None
+    # An .onnx file to run as it is (backend=onnxruntime), made by any exporter or framework; its inputs are read
+    # from the graph. tokenizer_path: a directory with the tokenizer for text inputs (default: name_or_path).
+    onnx_path: Optional[str] = None
+    tokenizer_path: Optional[str] = None
 
 
 @dataclass
@@ -153,7 +164,9 @@ class EvalConfig:
 
     name: str = "bbc-topics"
     kind: str = "classification"  # classification | sts | perplexity | none
-    path: Optional[str] = None  # CSV, TSV or JSONL for file-based evals; any text file for perplexity
+    path: Optional[str] = None  # CSV, TSV, JSONL or Parquet for file-based evals; any text file for perplexity
+    # The field delimiter of a delimited text file; null: from the extension (.tsv), else detected from the file.
+    delimiter: Optional[str] = None
     header: bool = True  # false: columns are named by position, "0", "1", ...
     text_column: str = "text"
     text_pair_column: Optional[str] = None  # STS: the second sentence
@@ -202,8 +215,27 @@ class BenchConfig:
     onnx_opset: int = 18
     # int8-static calibration: this many texts from the eval set's train split (seeded random ids without one).
     calibration_samples: int = 64
+    # int8-static: how activation ranges are chosen (null: minmax); refused with any other quant.
+    calibration_method: Optional[str] = None
+    # backend=pytorch: torch.compile mode, compiled before the idle baseline (compile_seconds), never in a window.
+    compile: str = "none"
+    # backend=onnxruntime: what is done to the graph (ONNX_GRAPHS; null: fused).
+    onnx_graph: Optional[str] = None
+    # Text scenarios: tokenisation of the eval set's raw texts at the run's batch size measured in its own windows
+    # (preprocess_* columns; docs/protocol.md).
+    preprocess: bool = False
     # false: no live display on a terminal and no progress lines in logs (docs/sweeps.md#progress-while-it-works).
     progress: bool = True
+
+
+def onnx_graph(cfg: BenchConfig) -> str:
+    """What is done to the ONNX graph: the config's choice, else fused (the fastest on the CPUs measured,
+    docs/compression.md)."""
+    return cfg.onnx_graph or "fused"
+
+
+def calibration_method(cfg: BenchConfig) -> str:
+    return cfg.calibration_method or "minmax"
 
 
 def choice(field_name: str, value: str, valid: tuple[str, ...]) -> None:
@@ -221,6 +253,7 @@ def validate_values(cfg: BenchConfig) -> None:
     if cfg.calibration_samples < 1:
         raise ConfigError(f"calibration_samples={cfg.calibration_samples} is not valid; it must be >= 1")
     choice("model.weights", cfg.model.weights, WEIGHTS)
+    validate_backend_options(cfg)
     choice("meter.source", cfg.meter.source, METER_SOURCES)
     if cfg.batch_size < 1:
         raise ConfigError(f"batch_size={cfg.batch_size} is not valid; it must be an integer >= 1")
@@ -261,6 +294,28 @@ def validate_values(cfg: BenchConfig) -> None:
             "0 <= idle_fraction <= 1"
         )
     validate_profile(cfg.profile)
+
+
+def validate_backend_options(cfg: BenchConfig) -> None:
+    """Options that belong to one backend or one quant are refused elsewhere, not silently ignored."""
+    choice("compile", cfg.compile, COMPILE_MODES)
+    if cfg.compile != "none" and cfg.backend != "pytorch":
+        raise ConfigError(f"compile={cfg.compile!r} is a torch.compile mode, which backend={cfg.backend!r} does not "
+                          "have; use it with backend=pytorch, or leave compile=none")
+    if cfg.onnx_graph is not None:
+        choice("onnx_graph", cfg.onnx_graph, ONNX_GRAPHS)
+        if cfg.backend != "onnxruntime":
+            raise ConfigError(f"onnx_graph={cfg.onnx_graph!r} is an ONNX Runtime graph level, which backend="
+                              f"{cfg.backend!r} does not have; use it with backend=onnxruntime, or leave it unset "
+                              "(null)")
+    if cfg.calibration_method is not None:
+        choice("calibration_method", cfg.calibration_method, CALIBRATION_METHODS)
+        if cfg.quant != "int8-static":
+            raise ConfigError(f"calibration_method={cfg.calibration_method!r} applies to quant=int8-static only "
+                              f"(quant={cfg.quant!r} is not calibrated); leave it unset (null) for other quants")
+    if cfg.model.onnx_path is not None and cfg.backend != "onnxruntime":
+        raise ConfigError(f"model.onnx_path={cfg.model.onnx_path!r} runs through ONNX Runtime; set "
+                          f"backend=onnxruntime (not {cfg.backend!r}), or leave model.onnx_path unset")
 
 
 def validate_profile(p: ProfileConfig) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from bench import environment, scenarios
-from bench.config import BenchConfig
+from bench.config import BenchConfig, calibration_method, onnx_graph
 from bench.files import stable_key
 from bench.row import SCHEMA_VERSION, config_key
 
@@ -27,13 +27,22 @@ def config_columns(cfg: BenchConfig, sweep_id: str | None, device: str | None = 
            "model_name_or_path": cfg.model.name_or_path, "weights": cfg.model.weights, "quant": cfg.quant,
            "prune": cfg.prune.name,
            "prune_amount": {"none": 0.0, "semi-structured-2of4": 0.5}.get(cfg.prune.name, cfg.prune.amount),
-           "backend": cfg.backend, "device": device or cfg.device, "device_name": environment.device_name(device),
+           "backend": cfg.backend, **variant_options(cfg), "device": device or cfg.device, "device_name": environment.device_name(device),
            "batch_size": cfg.batch_size, "seq_len": cfg.seq_len, "threads": cfg.threads or DEFAULT_THREADS,
            "scenario": cfg.scenario.name, "profile": cfg.profile.name, "eval": cfg.eval.name,
            "eval_key": eval_key(cfg), "config": asdict(cfg),
            **(scenario.shape(cfg) if scenario else {}),
            **({"energy_axis": scenario.AXIS.column, "energy_unit": scenario.AXIS.unit,
                "energy_request_axis": scenario.AXIS.request_column} if scenario else {})}
+
+
+def variant_options(cfg: BenchConfig) -> dict[str, str]:
+    """The backend's and quant's own options that make the variant: key columns, set only where they apply, so
+    rows without them (eager PyTorch, older rows) keep their key."""
+    options = {"compile": cfg.compile if cfg.compile != "none" else None,
+               "onnx_graph": onnx_graph(cfg) if cfg.backend == "onnxruntime" else None,
+               "calibration_method": calibration_method(cfg) if cfg.quant == "int8-static" else None}
+    return {k: v for k, v in options.items() if v is not None}
 
 
 # Eval settings that change only the gate or the interval's level, or where caches live, not the figure.

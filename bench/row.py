@@ -58,6 +58,10 @@ GROUPS: dict[str, list[Column]] = {
         _c("prune", "str", "", "pruning method, none when unpruned"),
         _c("prune_amount", "float", "fraction", "fraction pruned (0 for none, 0.5 for 2:4)"),
         _c("backend", "str", "", "pytorch | onnxruntime | llamacpp"),
+        _c("compile", "str", "", "backend=pytorch: the torch.compile mode (default | reduce-overhead | "
+           "max-autotune); empty for eager", key=True),
+        _c("onnx_graph", "str", "", "backend=onnxruntime: what was done to the graph: basic | extended | all "
+           "(ONNX Runtime's optimisation level) | fused (transformer fusions, then all)", key=True),
         _c("device", "str", "", "torch device the run used (cpu, cuda:0)"),
         _c("batch_size", "int", "sequences", "sequences per call"),
         _c("seq_len", "int", "tokens", "sequence length (generate: prompt_len + new_tokens)"),
@@ -102,6 +106,8 @@ GROUPS: dict[str, list[Column]] = {
         _c("load_seconds", "float", "s", "loading the fp32 PyTorch model (absent where the backend reads the "
            "model's own file: llamacpp)"),
         _c("prepare_seconds", "float", "s", "making the variant, exporting, building the session, preparing inputs"),
+        _c("compile_seconds", "float", "s", "compile=: torch.compile's first calls at the run's shape, before the "
+           "idle baseline (never inside a window)"),
         _c("idle_power_w", "float", "W", "power with the model loaded and idle, before the warm-up: the mean of "
            "idle_segment_w"),
         _c("idle_segment_w", "list[float]", "W", "power of each idle segment; their spread is the baseline's error"),
@@ -157,7 +163,10 @@ GROUPS: dict[str, list[Column]] = {
         _c("onnxruntime_version", "str", "", "ONNX Runtime version"),
         _c("onnx_model_path", "str", "", "the cached model file the session ran"),
         _c("onnx_providers", "list[str]", "", "execution providers of the session, as it reports them"),
-        _c("calibration_method", "str", "", "static quantization's calibration method"),
+        _c("onnx_fusions", "json", "", "fused operators in the graph the session runs, by type (e.g. Attention: 6), "
+           "as ONNX Runtime's optimiser left it"),
+        _c("calibration_method", "str", "", "static quantization's calibration method (minmax | entropy | "
+           "percentile)", key=True),
         _c("calibration_data", "str", "", "where the calibration inputs came from"),
         _c("calibration_samples", "int", "sequences", "calibration sequences"),
         _c("gguf_file", "str", "", "the GGUF file llama.cpp ran: the shipped file or its cached variant"),

@@ -12,7 +12,7 @@ import torch
 
 from bench import backends, environment, footprint, models, progress, quality, scenarios
 from bench.backends import BuildRequest
-from bench.config import BenchConfig, resolve_device, validate_for_device, validate_values
+from bench.config import BenchConfig, calibration_method, onnx_graph, resolve_device, validate_for_device, validate_values
 from bench.config_row import config_columns, configuration, describe, error_columns
 from bench.device_lock import device_lock
 from bench.inputs import calibration_batches
@@ -112,7 +112,7 @@ def measure_run(cfg: BenchConfig, checked: Checked, run_id: str) -> dict[str, An
             model, quant, device, threads, inputs, exported, cache_dir, cfg.onnx_opset,
             lambda: calibration_batches(checked.model_config, checked.tokenizer, train_texts,
                                         cfg.calibration_samples, cfg.seq_len, cfg.seed),
-            cfg.model, context, cfg.seed))
+            cfg.model, context, cfg.seed, cfg.compile, onnx_graph(cfg), calibration_method(cfg)))
 
     def load(backend: str = cfg.backend) -> torch.nn.Module | None:
         """The fp32 PyTorch model, for backends built from it; None for those that read the model's own file."""

@@ -108,6 +108,10 @@ class BuildRequest:
     source: Any = None
     context: int = 0
     seed: int = 0
+    # The backend's own options (bench/config.py): torch.compile mode, ONNX graph, static int8 calibration.
+    compile: str = "none"
+    onnx_graph: str = "fused"
+    calibration_method: str = "minmax"
 
 
 def module(backend: str) -> ModuleType:
