@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import csv
 import importlib
-import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from bench.config import ConfigError, EvalConfig
 from bench.files import stable_key
+from bench.quality.eval_files import Table, delimiter, read_table
 
 
 @dataclass
@@ -24,6 +23,9 @@ class EvalSet:
     label_names: list[str] | None = None
     # Test items before eval.max_test_samples drew its subsample; None when every test item is kept.
     subsample_of: int | None = None
+    # How eval.path was read (bench/quality/eval_files.py): "parquet", "csv (delimiter tab, detected)", ...;
+    # None for the built-in corpus and perplexity's text. Not in the digest: the content keys the caches.
+    file_format: str | None = None
 
     def digest(self) -> str:
         """A key of the content (texts, labels, pairs), so a cache follows the data, not the file's name."""
@@ -47,7 +49,7 @@ def _bbc_news() -> tuple[list[str], list[str]]:
     return texts, labels
 
 
-def _hub_sst2() -> list[dict[str, str]]:
+def _hub_sst2() -> Table:
     """GLUE SST-2 validation from the hub's datasets, for users who are online."""
     from bench.models import hub_reachable
 
@@ -59,38 +61,16 @@ def _hub_sst2() -> list[dict[str, str]]:
         raise ConfigError("eval=sst2 needs eval.path=/path/to/dev.tsv (GLUE SST-2 dev, sentence<TAB>label), or hub "
                           "access with the `datasets` package installed")
     split = datasets.load_dataset("glue", "sst2", split="validation")
-    return [{"sentence": r["sentence"], "label": str(r["label"])} for r in split]
+    return Table([{"sentence": r["sentence"], "label": str(r["label"])} for r in split], "hub (glue sst2 validation)")
 
 
-def _read_table(cfg: EvalConfig) -> list[dict[str, str]]:
+def _read_table(cfg: EvalConfig) -> Table:
     if not cfg.path and cfg.name == "sst2":
         return _hub_sst2()
     if not cfg.path:
-        raise ConfigError(f"eval={cfg.name} needs a file: eval.path=/path/to/data.(csv|tsv|jsonl)")
-    path = Path(cfg.path).expanduser()
-    if not path.is_file():
-        raise ConfigError(f"eval.path={cfg.path!r} does not exist")
-    suffix = path.suffix.lower()
-    if suffix not in (".csv", ".tsv", ".jsonl"):
-        raise ConfigError(f"eval.path={cfg.path!r}: unsupported format {suffix!r}; choose one of: .csv, .tsv, .jsonl")
-    with path.open(encoding="utf-8", newline="") as f:
-        if suffix == ".jsonl":
-            rows = [json.loads(line) for line in f if line.strip()]
-        elif cfg.header:
-            rows = list(csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",", quoting=csv.QUOTE_NONE
-                                       if suffix == ".tsv" else csv.QUOTE_MINIMAL))
-        else:  # headerless: columns are named by position, "0", "1", ...
-            reader = csv.reader(f, delimiter="\t" if suffix == ".tsv" else ",",
-                                quoting=csv.QUOTE_NONE if suffix == ".tsv" else csv.QUOTE_MINIMAL)
-            rows = [{str(i): v for i, v in enumerate(r)} for r in reader if r]
-    if not rows:
-        raise ConfigError(f"eval.path={cfg.path!r} holds no rows")
-    wanted = [c for c in (cfg.text_column, cfg.text_pair_column, cfg.label_column, cfg.split_column) if c]
-    missing = [c for c in wanted if c not in rows[0]]
-    if missing:
-        raise ConfigError(f"eval.path={cfg.path!r} has no column(s) {', '.join(map(repr, missing))}; "
-                          f"its columns are: {', '.join(map(repr, rows[0]))}")
-    return rows
+        raise ConfigError(f"eval={cfg.name} needs a file: eval.path=/path/to/data.(csv|tsv|jsonl|parquet)")
+    return read_table(cfg, [c for c in (cfg.text_column, cfg.text_pair_column, cfg.label_column, cfg.split_column)
+                            if c])
 
 
 def stratified_split(labels: list, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -172,30 +152,40 @@ def _text(cfg: EvalConfig) -> str:
     return text
 
 
+def _sts(rows: list[dict], cfg: EvalConfig) -> EvalSet:
+    try:
+        scores = np.array([float(str(r[cfg.label_column]).strip()) for r in rows])
+    except ValueError as e:
+        raise ConfigError(f"eval.label_column={cfg.label_column!r} must hold numeric scores for STS: {e}") from e
+    _, test = _split_by_column(rows, cfg, [0] * len(rows)) if cfg.split_column else (
+        np.array([], dtype=int), np.arange(len(rows)))
+    texts, pairs = [str(r[cfg.text_column]) for r in rows], [str(r[cfg.text_pair_column]) for r in rows]
+    population = len(test)
+    if cfg.max_test_samples and cfg.max_test_samples < population:
+        test = test[random_subsample(population, cfg.max_test_samples, cfg.seed)]
+    return EvalSet([], np.array([]), [texts[i] for i in test], scores[test], test_pairs=[pairs[i] for i in test],
+                   subsample_of=population if len(test) < population else None)
+
+
 def load_eval(cfg: EvalConfig) -> EvalSet:
     """The eval's train and test items; eval.max_test_samples subsamples the test split (perplexity: its
     windows, drawn in bench/quality/perplexity.py)."""
+    if cfg.delimiter is not None and (cfg.kind == "perplexity" or not cfg.path):
+        delimiter(cfg.delimiter)  # a bad value is named as such first
+        reads = "a plain text file" if cfg.kind == "perplexity" else "no eval.path"
+        raise ConfigError(f"eval.delimiter={cfg.delimiter!r} applies to a delimited eval.path; eval={cfg.name} "
+                          f"reads {reads}: leave eval.delimiter unset")
     if cfg.kind == "perplexity":  # the whole text is the one test item
         return EvalSet([], np.array([]), [_text(cfg)], np.array([]))
     if cfg.name == "bbc-topics":
         texts, labels = _bbc_news()
         return _classification(texts, labels, None, cfg)
     if cfg.kind in ("sts", "classification"):
-        rows = _read_table(cfg)
-        texts = [str(r[cfg.text_column]) for r in rows]
-        raw = [str(r[cfg.label_column]).strip() for r in rows]
-        if cfg.kind == "classification":
-            return _classification(texts, raw, rows, cfg)
-        try:
-            scores = np.array([float(v) for v in raw])
-        except ValueError as e:
-            raise ConfigError(f"eval.label_column={cfg.label_column!r} must hold numeric scores for STS: {e}") from e
-        train, test = _split_by_column(rows, cfg, [0] * len(rows)) if cfg.split_column else (
-            np.array([], dtype=int), np.arange(len(rows)))
-        pairs = [str(r[cfg.text_pair_column]) for r in rows]
-        population = len(test)
-        if cfg.max_test_samples and cfg.max_test_samples < population:
-            test = test[random_subsample(population, cfg.max_test_samples, cfg.seed)]
-        return EvalSet([], np.array([]), [texts[i] for i in test], scores[test], test_pairs=[pairs[i] for i in test],
-                       subsample_of=population if len(test) < population else None)
+        table = _read_table(cfg)
+        if cfg.kind == "sts":
+            data = _sts(table.rows, cfg)
+        else:
+            texts = [str(r[cfg.text_column]) for r in table.rows]
+            data = _classification(texts, [str(r[cfg.label_column]).strip() for r in table.rows], table.rows, cfg)
+        return replace(data, file_format=table.read_as)
     raise ConfigError(f"eval.kind={cfg.kind!r} is not valid; choose one of: classification, sts, perplexity, none")
