@@ -230,8 +230,8 @@ class BenchConfig:
 
 def onnx_graph(cfg: BenchConfig) -> str:
     """What is done to the ONNX graph: the config's choice, else fused (the fastest on the CPUs measured,
-    docs/compression.md)."""
-    return cfg.onnx_graph or "fused"
+    docs/compression.md), or all for integer quants, which the fusions would keep from quantizing every matrix."""
+    return cfg.onnx_graph or ("all" if QUANTS[cfg.quant].quantized else "fused")
 
 
 def calibration_method(cfg: BenchConfig) -> str:
@@ -281,6 +281,9 @@ def validate_values(cfg: BenchConfig) -> None:
         raise ConfigError(f"eval.test_fraction={cfg.eval.test_fraction} and eval.gate={cfg.eval.gate} must lie in "
                           "(0, 1) and (0, 1]")
     choice("eval.gate_rule", e.gate_rule, GATE_RULES)
+    from bench.quality.eval_files import delimiter
+
+    delimiter(e.delimiter)  # one character, or comma | tab | \t | semicolon | pipe
     choice("eval.perplexity", e.perplexity, PERPLEXITY_DEFINITIONS)
     if not 0 < e.ci_level < 1:
         raise ConfigError(f"eval.ci_level={e.ci_level} is not valid; it must lie in (0, 1), e.g. 0.95")
@@ -308,6 +311,11 @@ def validate_backend_options(cfg: BenchConfig) -> None:
             raise ConfigError(f"onnx_graph={cfg.onnx_graph!r} is an ONNX Runtime graph level, which backend="
                               f"{cfg.backend!r} does not have; use it with backend=onnxruntime, or leave it unset "
                               "(null)")
+        if cfg.onnx_graph == "fused" and cfg.quant in QUANTS and QUANTS[cfg.quant].quantized:
+            raise ConfigError(f"onnx_graph=fused does not go with quant={cfg.quant!r}: the fusions pack each layer's "
+                              "query, key and value projections into one Attention operator whose weights ONNX "
+                              "Runtime's quantizer leaves in fp32 (22 of MiniLM's 40 matrices quantized); choose "
+                              "onnx_graph=all, extended or basic, or leave it unset (all for integer quants)")
     if cfg.calibration_method is not None:
         choice("calibration_method", cfg.calibration_method, CALIBRATION_METHODS)
         if cfg.quant != "int8-static":

@@ -55,6 +55,9 @@ def eval_key(cfg: BenchConfig) -> str | None:
     if cfg.eval.kind == "none" or cfg.model.weights == "random":
         return None
     settings = {k: v for k, v in asdict(cfg.eval).items() if k not in NOT_IN_EVAL_KEY}
+    # Options added after rows were written count only when set, so those rows keep their key.
+    if settings.get("delimiter") is None:
+        settings.pop("delimiter", None)
     return stable_key(settings)
 
 

@@ -188,6 +188,9 @@ GROUPS: dict[str, list[Column]] = {
         _c("eval", "str", "", "eval set name, none when not scored"),
         _c("eval_key", "str", "", "digest of the eval settings that decide the quality figure (file, split, "
            "subsample, perplexity windows); empty when not scored", key=True),
+        _c("eval_file_format", "str", "", "how eval.path was read: parquet | jsonl | json | csv (delimiter comma, "
+           "tab, semicolon, pipe or the one given; detected, given, or from the .tsv extension) | hub (glue sst2 "
+           "validation); empty for bbc-topics and perplexity text"),
         _c("quality_metric", "str", "", "accuracy | spearman | perplexity | none"),
         _c("quality", "float", "", "the variant's score on the eval's test split"),
         _c("quality_ref", "float", "", "the reference's score on the same items (fp32 PyTorch; llamacpp: its f16 GGUF)"),

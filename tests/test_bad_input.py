@@ -24,6 +24,15 @@ CASES = [
     (["device=tpu"], ["device='tpu'", "auto, cpu, cuda, cuda:N"]),
     (["eval=nosuch"], ["eval/nosuch", "bbc-topics", "sst2", "text-classification", "sts", "none"]),
     (["eval=text-classification", "eval.path=/nonexistent.tsv"], ["eval.path='/nonexistent.tsv'", "does not exist"]),
+    (["backend=onnxruntime", "compile=default"], ["compile='default'", "backend='onnxruntime'", "backend=pytorch"]),
+    (["compile=fast"], ["compile='fast'", "none, default, reduce-overhead, max-autotune"]),
+    (["onnx_graph=all"], ["onnx_graph='all'", "backend='pytorch'", "backend=onnxruntime"]),
+    (["backend=onnxruntime", "onnx_graph=max"], ["onnx_graph='max'", "basic, extended, all, fused"]),
+    (["backend=onnxruntime", "quant=int8", "onnx_graph=fused"], ["onnx_graph=fused", "quant='int8'", "onnx_graph=all"]),
+    (["backend=onnxruntime", "quant=int8", "calibration_method=entropy"], ["calibration_method='entropy'",
+                                                                           "int8-static"]),
+    (["backend=onnxruntime", "quant=int8-static", "calibration_method=kl"], ["calibration_method='kl'",
+                                                                             "minmax, entropy, percentile"]),
 ]
 
 

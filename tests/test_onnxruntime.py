@@ -9,7 +9,7 @@ from transformers import AutoModel, AutoTokenizer
 
 from bench.backends import BuildRequest, build
 from bench.backends.onnxruntime import OnnxRuntimeBackend, check
-from bench.config import BenchConfig, ConfigError, EvalConfig
+from bench.config import BenchConfig, ConfigError, EvalConfig, onnx_graph
 from bench.inputs import calibration_batches, calibration_key, synthetic_batch
 from bench.quality.datasets import load_eval
 
@@ -23,10 +23,13 @@ def tiny(tiny_model_dir):
     return model, AutoTokenizer.from_pretrained(tiny_model_dir)
 
 
-def _request(model, quant: str, cache: Path, tokenizer=None, texts=()) -> BuildRequest:
+def _request(model, quant: str, cache: Path, tokenizer=None, texts=(), graph: str | None = None,
+             method: str = "minmax") -> BuildRequest:
     batch = synthetic_batch(model.config, 2, 16, seed=0)
+    cfg = BenchConfig(backend="onnxruntime", quant=quant, onnx_graph=graph)
     return BuildRequest(model, quant, "cpu", 1, batch.inputs, {"model": "tiny"}, cache, 18,
-                        lambda: calibration_batches(model.config, tokenizer, list(texts), 8, 16, seed=0))
+                        lambda: calibration_batches(model.config, tokenizer, list(texts), 8, 16, seed=0),
+                        onnx_graph=onnx_graph(cfg), calibration_method=method)
 
 
 def test_fp32_export_matches_pytorch_on_other_shapes_and_is_cached(tiny, tmp_path):
@@ -43,6 +46,24 @@ def test_fp32_export_matches_pytorch_on_other_shapes_and_is_cached(tiny, tmp_pat
     stamp = exported.stat().st_mtime_ns
     _, again = build("onnxruntime", _request(model, "fp32", tmp_path))
     assert again["onnx_model_path"] == str(exported) and exported.stat().st_mtime_ns == stamp
+
+
+def test_each_graph_level_computes_the_same_and_says_what_it_fused(tiny, tmp_path):
+    """onnx_graph=: the default (fused) gets onnxscript's attention fusion; the ONNX Runtime levels only what its
+    own optimiser finds. Every graph computes what PyTorch does."""
+    model, tokenizer = tiny
+    enc = tokenizer(TEXTS[:3], padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        expected = model(**enc).last_hidden_state
+    fusions = {}
+    for graph in ("basic", "extended", "all", "fused"):
+        backend, info = build("onnxruntime", _request(model, "fp32", tmp_path, graph=graph))
+        assert torch.allclose(backend.forward(dict(enc)).last_hidden_state, expected, atol=1e-4), graph
+        fusions[graph] = info["onnx_fusions"]
+        assert ("fused by onnxscript" in info["onnx_exporter"]) == (graph == "fused")
+    assert fusions["fused"].get("Attention") == model.config.num_hidden_layers
+    assert not any("Attention" in op for graph in ("basic", "extended", "all") for op in fusions[graph])
+    assert not fusions["basic"].get("SkipLayerNormalization") and fusions["extended"].get("SkipLayerNormalization")
 
 
 def test_dynamic_int8_quantizes_every_weight_matrix_and_stays_close(tiny, tmp_path):
@@ -73,6 +94,17 @@ def test_static_int8_calibrates_on_the_texts_it_is_given(tiny, tmp_path):
     assert other["onnx_model_path"] not in (info["onnx_model_path"], synthetic["onnx_model_path"])
     _, again = build("onnxruntime", _request(model, "int8-static", tmp_path, tokenizer, TEXTS))
     assert again["onnx_model_path"] == info["onnx_model_path"]
+
+
+def test_each_calibration_method_is_recorded_and_cached_apart(tiny, tmp_path):
+    model, tokenizer = tiny
+    paths = set()
+    for method in ("minmax", "entropy", "percentile"):
+        backend, info = build("onnxruntime", _request(model, "int8-static", tmp_path, tokenizer, TEXTS, method=method))
+        assert info["calibration_method"] == method and info["quantized_layers"] > 0
+        assert backend.prepare(synthetic_batch(model.config, 1, 16, seed=3).inputs)()[0].shape[:2] == (1, 16)
+        paths.add(info["onnx_model_path"])
+    assert len(paths) == 3
 
 
 def _news(path: Path, words: str) -> Path:

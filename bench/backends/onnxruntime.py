@@ -1,35 +1,31 @@
-"""ONNX Runtime: export from PyTorch once (cached), quantize with ONNX Runtime's tools, run a session.
-
-Exporter: torch.onnx.export with dynamo=True (torch.export + onnxscript), batch and sequence dynamic.
-"""
+"""ONNX Runtime: export from PyTorch once (cached), make the graph onnx_graph= asks for, quantize with ONNX
+Runtime's tools, run a session (the graph steps: bench/variants/onnx_graph.py)."""
 
 from __future__ import annotations
 
 import logging
-import warnings
-from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import onnx
 import onnxruntime as ort
+import onnxscript
 import torch
 
 from bench.backends import BATCHES, BuildRequest
 from bench.errors import ConfigError
 from bench.files import stable_key, write_atomically
 from bench.inputs import calibration_key
+from bench.variants.onnx_graph import export, fuse, new_session, quiet, save
 
 log = logging.getLogger(__name__)
 CAPABILITIES = (BATCHES,)  # a graph over whole batches: no KV-cache decode loop
 TORCH_MODEL = True  # exported from it
 REFERENCE = ("fp32", "pytorch")
 MODEL_FILE = "model.onnx"
-# Protobuf cannot hold more than 2 GiB: larger models keep their weights in an external data file.
-PROTOBUF_LIMIT = 2 * 1024**3 - 1024**2
-CALIBRATION_METHOD = "minmax"
+FUSIONS_FILE = "fusions.txt"  # the fusions onnxscript applied, kept beside the fused model
 
 
 def _numpy(inputs: dict[str, torch.Tensor], names: Iterable[str]) -> dict[str, np.ndarray]:
@@ -44,55 +40,20 @@ def _cached(directory: Path, build: Callable[[Path], None]) -> Path:
     return directory / MODEL_FILE
 
 
-def _save(model: onnx.ModelProto, path: Path) -> None:
-    external = model.ByteSize() > PROTOBUF_LIMIT
-    onnx.save(model, str(path), save_as_external_data=external, location=f"{path.name}.data" if external else None)
-
-
-@contextmanager
-def _quiet() -> Iterator[None]:
-    """The exporter and the quantizer log a line per tensor (root and onnx_ir loggers, which Hydra shows at
-    INFO) and warn about axis names: noise around a step whose result the row records anyway."""
-    loggers = [logging.getLogger(), logging.getLogger("onnx_ir")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.WARNING)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            yield
-    finally:
-        for logger, level in zip(loggers, levels):
-            logger.setLevel(level)
-
-
-@_quiet()
-def export(model: torch.nn.Module, inputs: dict[str, torch.Tensor], path: Path, opset: int) -> None:
-    """The fp32 model as ONNX with dynamic batch and sequence, outputs named as the model names them."""
-    with torch.inference_mode():
-        output_names = list(model(**inputs).keys())
-    batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq")
-    program = torch.onnx.export(
-        model, (), kwargs=dict(inputs), input_names=list(inputs), output_names=output_names,
-        dynamic_shapes={name: {0: batch, 1: seq} for name in inputs}, opset_version=opset, dynamo=True,
-        verbose=False)
-    _save(program.model_proto, path)
-
-
-@_quiet()
-def quantize(fp32: Path, quant: str, path: Path, calibration: list[dict[str, np.ndarray]]) -> None:
+@quiet()
+def quantize(source: Path, quant: str, path: Path, calibration: list[dict[str, np.ndarray]], method: str) -> None:
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quant_pre_process, quantize_dynamic, quantize_static)
 
     if quant == "fp16":
         from onnxruntime.transformers.float16 import convert_float_to_float16
 
-        _save(convert_float_to_float16(onnx.load(str(fp32)), keep_io_types=True), path)
+        save(convert_float_to_float16(onnx.load(str(source)), keep_io_types=True), path)
         return
     # Shape inference and graph optimisation first, as ONNX Runtime recommends. Its symbolic shape
     # inference cannot resolve the exporter's dynamic sequence bounds, so ONNX's own inference is used.
     pre = path.with_name("preprocessed.onnx")
-    quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+    quant_pre_process(str(source), str(pre), skip_symbolic_shape=True)
     if quant == "int8":
         quantize_dynamic(str(pre), str(path), weight_type=QuantType.QInt8)
     else:
@@ -102,10 +63,23 @@ def quantize(fp32: Path, quant: str, path: Path, calibration: list[dict[str, np.
             def get_next(self) -> dict[str, np.ndarray] | None:
                 return next(feeds, None)
 
+        methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                   "percentile": CalibrationMethod.Percentile}
+        # Only the matrix products with a weight (the Linear layers, as dynamic int8 does): quantizing the
+        # residual adds and softmax too cost MiniLM 8% of its accuracy, and the histogram methods cannot bin the
+        # attention mask's fill values (float32's lowest): only what those products read is calibrated.
         quantize_static(str(pre), str(path), Reader(), quant_format=QuantFormat.QDQ,
                         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax)
+                        calibrate_method=methods[method], op_types_to_quantize=["MatMul", "Gemm"],
+                        nodes_to_quantize=weight_products(pre))
     pre.unlink()
+
+
+def weight_products(path: Path) -> list[str]:
+    """Names of the MatMul and Gemm nodes that multiply by a stored weight."""
+    model = onnx.load(str(path), load_external_data=False)
+    weights = {t.name for t in model.graph.initializer}
+    return [n.name for n in model.graph.node if n.op_type in ("MatMul", "Gemm") and weights & set(n.input[1:2])]
 
 
 def quantized_weights(path: Path) -> int:
@@ -115,31 +89,51 @@ def quantized_weights(path: Path) -> int:
     return sum(1 for t in model.graph.initializer if t.data_type in int8 and len(t.dims) == 2)
 
 
+def fp32_graph(req: BuildRequest, base: dict[str, Any]) -> Path:
+    """The fp32 export, fused when onnx_graph=fused (each cached under its own key)."""
+    opset = req.opset
+    exported = _cached(req.cache_dir / "onnx" / stable_key(base), lambda p: export(req.model, req.inputs, p, opset))
+    if req.onnx_graph != "fused":
+        return exported
+
+    def fused(path: Path) -> None:
+        applied = fuse(exported, path)
+        (path.parent / FUSIONS_FILE).write_text(", ".join(f"{k}: {v}" for k, v in applied.items()) or "none")
+
+    return _cached(req.cache_dir / "onnx" / stable_key({**base, "graph": "fused", "onnxscript": onnxscript.__version__}),
+                   fused)
+
+
 def build(req: BuildRequest) -> tuple[OnnxRuntimeBackend, dict[str, Any]]:
-    """The session for `req.quant`, exporting and quantizing only what the cache does not hold yet."""
-    quant, opset = req.quant, req.opset
+    """The session for `req.quant`, exporting, fusing and quantizing only what the cache does not hold yet."""
+    quant, opset, graph = req.quant, req.opset, req.onnx_graph
     base = {**req.identity, "opset": opset, "torch": torch.__version__, "onnxruntime": ort.__version__}
-    fp32 = _cached(req.cache_dir / "onnx" / stable_key(base), lambda p: export(req.model, req.inputs, p, opset))
-    info: dict[str, Any] = {"onnx_exporter": f"torch.onnx.export(dynamo=True), torch {torch.__version__}",
-                            "onnx_opset": opset, "onnxruntime_version": ort.__version__}
+    fp32 = fp32_graph(req, base)
+    exporter = f"torch.onnx.export(dynamo=True), torch {torch.__version__}"
+    if graph == "fused":
+        exporter += f"; fused by onnxscript {onnxscript.__version__} ({(fp32.parent / FUSIONS_FILE).read_text()})"
+    info: dict[str, Any] = {"onnx_exporter": exporter, "onnx_opset": opset, "onnxruntime_version": ort.__version__}
     path = fp32
     if quant != "fp32":
         samples: list[dict[str, np.ndarray]] = []
         calibration = None
+        method = req.calibration_method
         if quant == "int8-static":
             feeds, source = req.calibration()
             samples = [_numpy(f, req.inputs) for f in feeds]
             calibration = calibration_key(feeds)
-            info.update(calibration_method=CALIBRATION_METHOD, calibration_data=f"{source}, key {calibration}",
+            info.update(calibration_method=method, calibration_data=f"{source}, key {calibration}",
                         calibration_samples=sum(len(f["input_ids"]) for f in samples))
-        variant = {**base, "quant": quant, **({"calibration": calibration, "calibration_method": CALIBRATION_METHOD}
-                                              if calibration else {})}
-        path = _cached(req.cache_dir / "onnx" / stable_key(variant), lambda p: quantize(fp32, quant, p, samples))
+        variant = {**base, "quant": quant,
+                   **({"calibration": calibration, "calibration_method": method} if calibration else {})}
+        path = _cached(req.cache_dir / "onnx" / stable_key(variant),
+                       lambda p: quantize(fp32, quant, p, samples, method))
     info["quantized_layers"] = quantized_weights(path)
-    info["model_bytes"] = sum(f.stat().st_size for f in path.parent.iterdir())
+    info["model_bytes"] = sum(f.stat().st_size for f in path.parent.iterdir() if f.name != FUSIONS_FILE)
     info["onnx_model_path"] = str(path)
-    backend = OnnxRuntimeBackend(path, req.device, req.threads)
+    backend = OnnxRuntimeBackend(path, req.device, req.threads, graph)
     info["onnx_providers"] = backend.session.get_providers()
+    info["onnx_fusions"] = backend.fusions
     return backend, info
 
 
@@ -156,17 +150,13 @@ class OnnxRuntimeBackend:
     name = "onnxruntime"
     model = None  # it runs the exported graph, not a torch module
 
-    def __init__(self, path: Path, device: str, threads: int) -> None:
+    def __init__(self, path: Path, device: str, threads: int, graph: str = "all") -> None:
         self.device = torch.device(device)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3  # warnings about unused initializers are noise for a benchmark
         wanted = "CUDAExecutionProvider" if self.device.type == "cuda" else "CPUExecutionProvider"
         providers: list[Any] = ["CPUExecutionProvider"]
         if self.device.type == "cuda":
             providers.insert(0, (wanted, {"device_id": self.device.index or 0}))
-        self.session = ort.InferenceSession(str(path), options, providers=providers)
+        self.session, self.fusions = new_session(path, graph, threads, providers)
         # onnxruntime-gpu falls back to the CPU without a word when CUDA cannot start: refuse to measure that.
         if self.session.get_providers()[0] != wanted:
             raise ConfigError(

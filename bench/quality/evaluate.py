@@ -137,6 +137,8 @@ def evaluate(cfg: EvalConfig, data: EvalSet, forward: Forward, tokenizer: PreTra
     }
     if data.subsample_of is not None:
         row.update(eval_subsample=n, eval_subsample_of=data.subsample_of, eval_subsample_seed=cfg.seed)
+    if data.file_format:
+        row["eval_file_format"] = data.file_format
     if ref.is_logits:
         row["fidelity_top1_agreement"] = float((test.argmax(1) == ref.test.argmax(1)).mean())
     else:
