@@ -2,6 +2,7 @@
 
 A call is one batch of `batch_size` sequences of `seq_len` seeded random token ids: dense encoder cost depends
 on the shape, not on which ids fill it. Energy is attributed per sequence (an inference) and per input token.
+preprocess=true adds windows of tokenising the eval set's raw texts after the model's (bench/preprocess.py).
 """
 
 from __future__ import annotations
@@ -9,8 +10,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from bench import backends, footprint, models
+from bench import backends, footprint, models, preprocess
 from bench.digits import figure, plain
+from bench.errors import ConfigError
 from bench.inputs import synthetic_batch
 from bench.measure import Measurement, idle_baseline, measure, summarise
 from bench.row import Column
@@ -23,6 +25,7 @@ COLUMNS = [
     Column("flops_per_inference", "float", "FLOP", "FLOPs of one forward / sequences in it"),
     Column("flops_method", "str", "", "how flops_per_inference was obtained"),
     Column("energy_j_per_gflop", "float", "J", "joules per inference / GFLOPs per inference"),
+    *preprocess.COLUMNS,
 ]
 SUMMARY_COLUMNS = {
     "model": "model",
@@ -47,6 +50,11 @@ SUMMARY_COLUMNS = {
 def validate(cfg: Any) -> None:
     """A call is one forward over a batch, which a backend offers or not; the rest is the config's own checks."""
     backends.require(cfg.backend, backends.BATCHES, "scenario=classify")
+    # The run has a tokenizer and texts only with pretrained weights and an eval (bench/run.py check).
+    if cfg.preprocess and (cfg.eval.kind == "none" or cfg.model.weights == "random"):
+        raise ConfigError(f"preprocess=true tokenises the eval set's texts with the model's tokenizer, which "
+                          f"eval={cfg.eval.name} with model.weights={cfg.model.weights} does not have: choose an eval "
+                          "with texts (e.g. eval=bbc-topics) and model.weights=pretrained, or set preprocess=false")
 
 
 def check_model(cfg: Any) -> tuple[Any, str, str]:
@@ -71,6 +79,8 @@ def run(model: Any, ctx: RunContext) -> tuple[dict[str, Any], list[Measurement],
     m = measure(call, backend.sync, ctx.meter, cfg.profile, ctx.min_window_s, idle)
     row.update(summarise(m, batch.samples, batch.tokens, cfg.profile))
     row["energy_j_per_gflop"] = row["energy_j_per_inference"] / (row["flops_per_inference"] / 1e9)
+    if cfg.preprocess:
+        row.update(preprocess.run(ctx, idle, row["energy_j_per_inference"]))
     return row, [m], backend
 
 
