@@ -1,4 +1,4 @@
-"""Eager PyTorch on CPU or CUDA: batches, and generation over a transformers KV cache."""
+"""PyTorch on CPU or CUDA: batches (eager or torch.compile'd), and generation over a transformers KV cache."""
 
 from __future__ import annotations
 
@@ -8,8 +8,11 @@ from typing import Any, Callable
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
+from bench import scenarios
 from bench.backends import BATCHES, GENERATION, BuildRequest, DecodeSteps
+from bench.errors import ConfigError
 from bench.footprint import model_bytes
+from bench.variants.compile import check_available, compile_model
 from bench.variants.quant import apply_quant
 
 CAPABILITIES = (BATCHES, GENERATION)
@@ -18,12 +21,26 @@ REFERENCE = ("fp32", "pytorch")
 
 
 def check(cfg: Any, device: str) -> None:
-    """Eager PyTorch runs wherever torch sees the device (checked with the device itself)."""
+    """Eager PyTorch runs wherever torch sees the device (checked with the device itself); compile= needs a scenario
+    whose calls are batch forwards, and inductor's compilers."""
+    if cfg.compile == "none":
+        return
+    # A KV-cache decode changes shape every step (the cache grows, then is cut back): compiled, it would recompile
+    # inside the windows. Those scenarios load the model with its LM head.
+    if scenarios.get(cfg.scenario.name).CAUSAL_LM:
+        batch_scenarios = [n for n in scenarios.names() if not scenarios.get(n).CAUSAL_LM]
+        raise ConfigError(f"compile={cfg.compile!r} does not run with scenario={cfg.scenario.name}, which runs eager "
+                          f"PyTorch: use compile=none, or compile with scenario={'|'.join(batch_scenarios)}")
+    check_available(cfg.compile, device)
 
 
 def build(req: BuildRequest) -> tuple[PyTorchBackend, dict[str, Any]]:
     variant, info = apply_quant(req.model, req.quant, req.device)
-    return PyTorchBackend(variant, req.device), {**info, "model_bytes": model_bytes(variant)}
+    info["model_bytes"] = model_bytes(variant)
+    if req.compile != "none":
+        variant, compiled = compile_model(variant, req.compile, req.inputs, req.device)
+        info.update(compiled)
+    return PyTorchBackend(variant, req.device), info
 
 
 def logits_path(model: torch.nn.Module) -> str:
