@@ -36,12 +36,13 @@ def config_columns(cfg: BenchConfig, sweep_id: str | None, device: str | None = 
                "energy_request_axis": scenario.AXIS.request_column} if scenario else {})}
 
 
-def variant_options(cfg: BenchConfig) -> dict[str, str]:
-    """The backend's and quant's own options that make the variant: key columns, set only where they apply, so
-    rows without them (eager PyTorch, older rows) keep their key."""
+def variant_options(cfg: BenchConfig) -> dict[str, Any]:
+    """The backend's, quant's and scenario's own options that make the configuration: key columns, set only where
+    they apply, so rows without them (eager PyTorch, older rows) keep their key."""
     options = {"compile": cfg.compile if cfg.compile != "none" else None,
                "onnx_graph": onnx_graph(cfg) if cfg.backend == "onnxruntime" else None,
-               "calibration_method": calibration_method(cfg) if cfg.quant == "int8-static" else None}
+               "calibration_method": calibration_method(cfg) if cfg.quant == "int8-static" else None,
+               "preprocess": True if cfg.preprocess else None}
     return {k: v for k, v in options.items() if v is not None}
 
 

@@ -24,6 +24,20 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# The instruction sets that decide which CPU kernels run (and so how backends and precisions compare on a host).
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
+def cpu_flags() -> str:
+    """Which of CPU_FLAGS this CPU has, space-separated (from /proc/cpuinfo; `unknown` where it cannot be read)."""
+    try:
+        line = next(l for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("flags"))
+    except (OSError, StopIteration):
+        return "unknown"
+    present = set(line.split(":", 1)[1].split())
+    return " ".join(f for f in CPU_FLAGS if f in present) or "none"
+
+
 def device_name(device: str | None) -> str | None:
     """The machine identity of a row: the GPU's name for a CUDA device, the CPU model for the CPU."""
     if device == "cpu":
@@ -62,6 +76,7 @@ def capture() -> dict[str, Any]:
         "hostname": socket.gethostname(),
         "cpu_model": cpu_model(),
         "cpu_cores": os.cpu_count(),
+        "cpu_flags": cpu_flags(),
         "python_version": platform.python_version(),
         "torch_version": _version("torch"),
         "transformers_version": _version("transformers"),

@@ -22,6 +22,9 @@ from bench.scenarios import RunContext
 PHASE = "preprocess"
 _NOT_ON_CUDA = "empty on CUDA, whose meter reads the GPU board, not the CPU that tokenises"
 COLUMNS = [
+    # In the key, so resume never takes a row without these columns for a run that asks for them.
+    Column("preprocess", "bool", "", "preprocess=true: tokenisation was measured (the preprocess_* columns); empty "
+           "when not", key=True),
     *with_interval("preprocess_j_per_sample", "J", "preprocess=true: mean over windows of net joules to tokenise one "
                    f"of the eval set's raw texts, at batch_size texts per call ({_NOT_ON_CUDA})"),
     Column("preprocess_ms_p50", "float", "ms", "preprocess=true: median latency of tokenising one batch of "

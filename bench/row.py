@@ -78,6 +78,8 @@ GROUPS: dict[str, list[Column]] = {
         _c("hostname", "str", "", "host the run ran on"),
         _c("cpu_model", "str", "", "CPU model name from /proc/cpuinfo"),
         _c("cpu_cores", "int", "", "logical CPUs of the machine"),
+        _c("cpu_flags", "str", "", "the CPU's instruction sets among avx2, avx512f, avx512_vnni, avx_vnni, "
+           "avx512_bf16, amx_bf16, amx_int8: they decide which kernels run, so how variants compare"),
         _c("python_version", "str", "", "Python version"),
         _c("torch_version", "str", "", "torch version"),
         _c("transformers_version", "str", "", "transformers version"),

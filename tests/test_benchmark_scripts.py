@@ -32,3 +32,14 @@ def test_compression_prints_both_comparisons(tmp_path):
     for variant in ("pytorch int8 (dynamic)", "onnxruntime int8-static", "heads 50%", "ffn 50%"):
         assert variant in out
     assert "ffn 50% against l1-unstructured 50%: FLOPs x0.67" in out  # counted FLOPs do not depend on the machine
+
+
+@pytest.mark.slow
+def test_onnxruntime_parity_prints_each_rounds_ratio_and_the_median(tmp_path):
+    """About a minute: MiniLM fp32 through PyTorch and ONNX Runtime (fused and all), one round, quick profile."""
+    out = _script("benchmarks/onnxruntime_parity.py", "--rounds", "2", "--batch-sizes", "1", "--graphs", "fused,all",
+                  "--profile", "quick", "--out", str(tmp_path / "rows"))
+    assert "2 interleaved rounds" in out and "batch 1: pytorch p50" in out
+    for graph in ("fused", "all"):
+        assert f"onnx_graph={graph}: p50" in out and "ORT/PyTorch per round" in out
+    assert "median" in out and "avx2" in out.lower() or "unknown" in out

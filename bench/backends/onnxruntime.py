@@ -25,6 +25,8 @@ CAPABILITIES = (BATCHES,)  # a graph over whole batches: no KV-cache decode loop
 TORCH_MODEL = True  # exported from it
 REFERENCE = ("fp32", "pytorch")
 MODEL_FILE = "model.onnx"
+# What static int8 quantizes and how (cache key: a changed recipe is never read from an older cache).
+STATIC_RECIPE = "QDQ, weight products only, per-channel weights"
 FUSIONS_FILE = "fusions.txt"  # the fusions onnxscript applied, kept beside the fused model
 
 
@@ -71,7 +73,7 @@ def quantize(source: Path, quant: str, path: Path, calibration: list[dict[str, n
         quantize_static(str(pre), str(path), Reader(), quant_format=QuantFormat.QDQ,
                         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                         calibrate_method=methods[method], op_types_to_quantize=["MatMul", "Gemm"],
-                        nodes_to_quantize=weight_products(pre))
+                        nodes_to_quantize=weight_products(pre), per_channel=True)
     pre.unlink()
 
 
@@ -124,7 +126,7 @@ def build(req: BuildRequest) -> tuple[OnnxRuntimeBackend, dict[str, Any]]:
             calibration = calibration_key(feeds)
             info.update(calibration_method=method, calibration_data=f"{source}, key {calibration}",
                         calibration_samples=sum(len(f["input_ids"]) for f in samples))
-        variant = {**base, "quant": quant,
+        variant = {**base, "quant": quant, "recipe": STATIC_RECIPE if quant == "int8-static" else None,
                    **({"calibration": calibration, "calibration_method": method} if calibration else {})}
         path = _cached(req.cache_dir / "onnx" / stable_key(variant),
                        lambda p: quantize(fp32, quant, p, samples, method))

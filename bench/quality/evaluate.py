@@ -18,6 +18,7 @@ from transformers import PreTrainedTokenizerBase
 from bench import progress
 from bench.config import EvalConfig
 from bench.files import stable_key, write_atomically
+from bench.preprocess import encode
 from bench.quality import scored
 from bench.quality.datasets import EvalSet
 from bench.quality.intervals import bootstrap, spearman_rows, wilson
@@ -32,8 +33,7 @@ def represent(forward: Forward, tokenizer: PreTrainedTokenizerBase, texts: list[
     """Logits where the model has a head (True); otherwise mean-pooled, L2-normalised embeddings (False)."""
     parts, is_logits = [], False
     for i in range(0, len(texts), batch_size):
-        enc = tokenizer(texts[i:i + batch_size], padding=True, truncation=True, max_length=seq_len,
-                        return_tensors="pt")
+        enc = encode(tokenizer, texts[i:i + batch_size], seq_len)
         out = forward(dict(enc))
         progress.step("quality", min(i + batch_size, len(texts)), len(texts), "examples")
         is_logits = getattr(out, "logits", None) is not None

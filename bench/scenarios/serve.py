@@ -128,6 +128,9 @@ def validate(cfg: BenchConfig) -> None:
     if s.prompt_len < 1 or s.new_tokens < 2:
         raise ConfigError(f"scenario.prompt_len={s.prompt_len} and scenario.new_tokens={s.new_tokens} are not valid; "
                           "need prompt_len >= 1 and new_tokens >= 2")
+    if cfg.preprocess:
+        raise ConfigError("preprocess=true does not apply to scenario=serve: the server tokenises inside its own "
+                          "process, and its joules are already in the request's figure; set preprocess=false")
     if (v.rate is None) == (v.concurrency is None):
         raise ConfigError(f"serve.rate={v.rate} and serve.concurrency={v.concurrency}: give exactly one, serve.rate=<"
                           "requests/s> (open loop) or serve.concurrency=<clients> (closed loop; with the default "
