@@ -2,9 +2,11 @@
 
     python benchmarks/compression.py [--out results/compression] [--profile standard|quick]
 
-Part 1, bert-base shape (random weights, offline), batch 1, seq 128: PyTorch fp32 (the baseline), PyTorch
-dynamic int8, ONNX Runtime fp32, int8 and int8-static. Part 2, MiniLM on bbc-topics: unpruned against 50%
-unstructured (l1), attention-head and feed-forward pruning, with their accuracy. Every configuration is a
+Part 1, bert-base shape (random weights, offline), batch 1, seq 128: PyTorch fp32 (the baseline), compiled
+(torch.compile default), dynamic int8, ONNX Runtime fp32 (fused graph and graph level all), int8 and int8-static.
+Part 2, MiniLM on bbc-topics: unpruned against 50% unstructured (l1), attention-head and feed-forward pruning,
+with their accuracy. Part 3, MiniLM on bbc-topics: PyTorch fp32 compiled, ONNX Runtime fp32 and static int8 by
+calibration method (min-max, entropy, percentile), with their accuracy against fp32 PyTorch. Every configuration is a
 normal harness run under --out, so `python -m analysis <out>` draws the fronts afterwards. Ratios are taken
 between rows measured in this process, minutes apart; energy is whatever the meter gives (on a machine
 without RAPL or NVML, an estimate, labelled so).
@@ -51,15 +53,22 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("results/compression") / time.strftime("%Y-%m-%d_%H-%M-%S"))
     parser.add_argument("--profile", default="standard")
     parser.add_argument("--amount", type=float, default=0.5, help="pruning fraction in part 2")
+    parser.add_argument("--max-test-samples", type=int, default=None,
+                        help="score on a seeded subsample of the test split (smoke tests); default: all of it")
     args = parser.parse_args()
-    base = BenchConfig(profile=load_profile(args.profile), batch_size=1, seq_len=128, results_dir=str(args.out))
+    base = BenchConfig(profile=load_profile(args.profile), batch_size=1, seq_len=128, results_dir=str(args.out),
+                       eval=EvalConfig(max_test_samples=args.max_test_samples))
 
-    part1 = [("pytorch fp32", "pytorch", "fp32"), ("pytorch int8 (dynamic)", "pytorch", "int8"),
-             ("onnxruntime fp32", "onnxruntime", "fp32"), ("onnxruntime int8 (dynamic)", "onnxruntime", "int8"),
-             ("onnxruntime int8-static", "onnxruntime", "int8-static")]
+    # (label, overrides): the graph and compiler variants beside the precisions.
+    part1 = [("pytorch fp32", {}), ("pytorch fp32 compile=default", {"compile": "default"}),
+             ("pytorch int8 (dynamic)", {"quant": "int8"}),
+             ("onnxruntime fp32 (fused)", {"backend": "onnxruntime"}),
+             ("onnxruntime fp32 graph all", {"backend": "onnxruntime", "onnx_graph": "all"}),
+             ("onnxruntime int8 (dynamic)", {"backend": "onnxruntime", "quant": "int8"}),
+             ("onnxruntime int8-static", {"backend": "onnxruntime", "quant": "int8-static"})]
     rows1 = []
-    for i, (label, backend, quant) in enumerate(part1):
-        cfg = replace(base, model=BERT_BASE, eval=EvalConfig(name="none", kind="none"), backend=backend, quant=quant)
+    for i, (label, overrides) in enumerate(part1):
+        cfg = replace(base, model=BERT_BASE, eval=EvalConfig(name="none", kind="none"), **overrides)
         rows1.append((label, run(cfg, args.out / f"bert-base-{i}")))
 
     part2 = [("unpruned", "none"), ("l1-unstructured", "l1-unstructured"), ("heads", "heads"), ("ffn", "ffn")]
@@ -67,6 +76,15 @@ def main() -> None:
     for i, (label, prune) in enumerate(part2):
         cfg = replace(base, prune=PruneConfig(name=prune, amount=args.amount))
         rows2.append((f"{label} {args.amount:.0%}" if prune != "none" else label, run(cfg, args.out / f"minilm-{i}")))
+
+    # MiniLM on bbc-topics through ONNX Runtime: the fp32 graph, and static int8 by calibration method, each with
+    # its accuracy against fp32 PyTorch.
+    part3 = [("pytorch fp32", {}), ("pytorch fp32 compile=default", {"compile": "default"}),
+             ("onnxruntime fp32 (fused)", {"backend": "onnxruntime"})] + [
+        (f"int8-static {method}", {"backend": "onnxruntime", "quant": "int8-static", "calibration_method": method})
+        for method in ("minmax", "entropy", "percentile")]
+    rows3 = [(label, run(replace(base, **overrides), args.out / f"minilm-ort-{i}"))
+             for i, (label, overrides) in enumerate(part3)]
 
     source = rows1[0][1].get("energy_source")
     print(f"\nResults under {args.out} (energy source: {source}"
@@ -77,6 +95,10 @@ def main() -> None:
     print("\nMiniLM on bbc-topics, batch 1, seq 128, PyTorch fp32; ratios against unpruned:")
     for label, row in rows2:
         print(_line(label, row, rows2[0][1]))
+    print("\nMiniLM on bbc-topics, batch 1, seq 128; ratios against PyTorch fp32:")
+    for label, row in rows3:
+        print(_line(label, row, rows3[0][1]) + (f" (x{plain(row['quality_ratio'], 3)} of fp32)"
+                                               if isinstance(row.get("quality_ratio"), float) else ""))
     l1 = rows2[1][1]
     for label, row in rows2[2:]:
         if row["status"] == l1["status"] == "ok":

@@ -27,10 +27,12 @@ def test_overhead_compares_the_harness_loop_with_bare_calls():
 def test_compression_prints_both_comparisons(tmp_path):
     """One to four minutes: bert-base shape through both backends, MiniLM pruned three ways, quick profile."""
     out = _script("benchmarks/compression.py", "--profile", "quick", "--out", str(tmp_path / "rows"),
-                  "--amount", "0.5")
+                  "--amount", "0.5", "--max-test-samples", "60", timeout=1200)
     assert "bert-base shape, random weights" in out and "MiniLM on bbc-topics" in out
-    for variant in ("pytorch int8 (dynamic)", "onnxruntime int8-static", "heads 50%", "ffn 50%"):
+    for variant in ("pytorch int8 (dynamic)", "onnxruntime int8-static", "heads 50%", "ffn 50%",
+                    "pytorch fp32 compile=default", "onnxruntime fp32 graph all", "int8-static entropy"):
         assert variant in out
+    assert out.count(" of fp32)") >= 5  # every MiniLM ONNX Runtime row scored against fp32 PyTorch
     assert "ffn 50% against l1-unstructured 50%: FLOPs x0.67" in out  # counted FLOPs do not depend on the machine
 
 
@@ -42,4 +44,4 @@ def test_onnxruntime_parity_prints_each_rounds_ratio_and_the_median(tmp_path):
     assert "2 interleaved rounds" in out and "batch 1: pytorch p50" in out
     for graph in ("fused", "all"):
         assert f"onnx_graph={graph}: p50" in out and "ORT/PyTorch per round" in out
-    assert "median" in out and "avx2" in out.lower() or "unknown" in out
+    assert "median" in out
