@@ -1,4 +1,5 @@
-"""Load a model by preset, hub id, local directory or registry package; `weights=random` builds it from its config."""
+"""Load a model by preset, hub id, local directory or registry package; `weights=random` builds it from its config.
+A given .onnx file (model.onnx_path) is no PyTorch model: only its tokenizer and a config for its inputs load here."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import importlib.metadata
 import importlib.util
 import os
 import socket
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -20,6 +22,7 @@ from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_
 
 from bench.config import ConfigError, ModelConfig
 from bench.files import file_digest, stable_key
+from bench.variants import onnx_file
 
 transformers.utils.logging.disable_progress_bar()
 
@@ -41,12 +44,16 @@ def package(cfg: ModelConfig) -> tuple[Path, str, str]:
 def resolve(cfg: ModelConfig, torch_weights: bool = True) -> tuple[str, str]:
     """(path or hub id, revision as recorded in the row).
 
-    A GGUF model (a package carrying .gguf files, a local .gguf file) resolves to a cached transformers copy:
-    with its dequantised weights, or, with torch_weights=False (a backend that runs the GGUF file itself), with
-    its config and tokenizer only.
+    A given .onnx file resolves to its path and its content (`file sha256:` and the first 12 digits), which
+    model.name_or_path (the tokenizer's source by default) does not change. A GGUF model (a package carrying .gguf
+    files, a local .gguf file) resolves to a cached transformers copy: with its dequantised weights, or, with
+    torch_weights=False (a backend that runs the GGUF file itself), with its config and tokenizer only.
     """
     from bench.gguf import converted, described, locate
 
+    if cfg.onnx_path is not None:
+        given = onnx_file.inspect(cfg.onnx_path)
+        return str(given.path), f"file sha256:{given.digest[:12]}"
     ref = cfg.name_or_path
     # A package carrying a GGUF file is read without importing it: such packages import their own runtime
     # (llama.cpp bindings), which the harness does not need.
@@ -83,6 +90,13 @@ def weights_identity(cfg: ModelConfig, ref: str) -> str | None:
     "main" or "local" would let a retrained model reuse another's cache."""
     if cfg.weights == "random":
         return None  # the architecture and the seed are its identity
+    if cfg.onnx_path is not None:
+        return f"sha256:{onnx_file.inspect(cfg.onnx_path).digest}"
+    return content_identity(ref, cfg.revision)
+
+
+def content_identity(ref: str, revision: str) -> str:
+    """A directory's files by content, or a hub id's resolved commit (weights_identity)."""
     path = Path(ref)
     if path.is_dir():
         files = sorted(f for f in path.iterdir() if f.is_file() and f.suffix in CONTENT_SUFFIXES)
@@ -90,17 +104,20 @@ def weights_identity(cfg: ModelConfig, ref: str) -> str | None:
     from huggingface_hub import try_to_load_from_cache
 
     try:
-        cached = try_to_load_from_cache(ref, "config.json", revision=cfg.revision)
+        cached = try_to_load_from_cache(ref, "config.json", revision=revision)
     except ValueError:  # not a hub id at all: the name is all there is
         cached = None
     # A cached file sits in snapshots/<commit>/; a revision that is not in the cache stays as given.
-    return f"commit:{Path(cached).parent.name}" if isinstance(cached, str) else f"revision:{cfg.revision}"
+    return f"commit:{Path(cached).parent.name}" if isinstance(cached, str) else f"revision:{revision}"
 
 
 def identity(cfg: ModelConfig, ref: str, revision: str, seed: int) -> dict[str, Any]:
-    """What determines the fp32 model: the key of every cache built from it."""
+    """What determines the fp32 model: the key of every cache built from it. A tokenizer from elsewhere (a given
+    file's, or model.tokenizer_path) is part of it: the fp32 reference's representations are made with it."""
+    tokenizer = tokenizer_ref(cfg, ref)
     return {"model": ref, "revision": revision, "weights": cfg.weights, "content": weights_identity(cfg, ref),
-            "seed": seed if cfg.weights == "random" else None}
+            "seed": seed if cfg.weights == "random" else None,
+            **({"tokenizer": content_identity(tokenizer, cfg.revision)} if tokenizer != ref else {})}
 
 
 def hub_reachable(timeout_s: float = 3.0) -> bool:
@@ -126,8 +143,12 @@ def _offline_error(cfg: ModelConfig, ref: str) -> ConfigError:
 def load_config(cfg: ModelConfig, seq_len: int, length_name: str = "seq_len", torch_weights: bool = True
                 ) -> tuple[PretrainedConfig, str, str]:
     """The architecture config, found before any weights load; checks the longest sequence against it.
-    torch_weights=False: the backend reads the weights itself (a GGUF file), only config and tokenizer are needed."""
-    if cfg.weights == "random" and cfg.random_init_config:
+    torch_weights=False: the backend reads the weights itself (a GGUF file), only config and tokenizer are needed.
+    A given .onnx file: the vocabulary and longest sequence of its tokenizer (onnx_file.model_config)."""
+    if cfg.onnx_path is not None:
+        ref, revision = resolve(cfg)
+        config = onnx_file.model_config(onnx_file.inspect(cfg.onnx_path), load_tokenizer(cfg, ref))
+    elif cfg.weights == "random" and cfg.random_init_config:
         try:
             config = getattr(transformers, cfg.random_init_config)(**cfg.random_init_kwargs)
         except AttributeError as e:
@@ -148,7 +169,7 @@ def load_config(cfg: ModelConfig, seq_len: int, length_name: str = "seq_len", to
         raise ConfigError(f"{length_name}={seq_len} is longer than model {cfg.name!r} allows "
                           f"(max_position_embeddings={max_len}); choose 2..{max_len}")
     weightless = Path(ref).is_dir() and not any((Path(ref) / f).exists() for f in WEIGHT_FILES)
-    if torch_weights and cfg.weights == "pretrained" and weightless:
+    if torch_weights and cfg.weights == "pretrained" and weightless and cfg.onnx_path is None:
         raise ConfigError(f"model directory {ref!r} has a config but no weights ({', '.join(WEIGHT_FILES)}); "
                           "give a directory with weights, or use model.weights=random")
     return config, ref, revision
@@ -180,10 +201,25 @@ def load_model(cfg: ModelConfig, config: PretrainedConfig, ref: str, seed: int, 
     return model.eval()
 
 
+def tokenizer_ref(cfg: ModelConfig, ref: str) -> str:
+    """Where the tokenizer of the model resolved to `ref` is read from: model.tokenizer_path when set; for a given
+    .onnx file, model.name_or_path (resolved as a model's would be); else the model itself."""
+    if cfg.tokenizer_path is not None:
+        return str(Path(cfg.tokenizer_path).expanduser())
+    if cfg.onnx_path is not None:
+        return resolve(replace(cfg, onnx_path=None))[0]
+    return ref
+
+
 def load_tokenizer(cfg: ModelConfig, ref: str) -> PreTrainedTokenizerBase:
+    source = tokenizer_ref(cfg, ref)
     try:
-        return AutoTokenizer.from_pretrained(ref, revision=cfg.revision)
+        return AutoTokenizer.from_pretrained(source, revision=cfg.revision)
     except (OSError, ValueError) as e:
-        raise ConfigError(f"model {cfg.name!r} ({ref!r}) has no loadable tokenizer ({e}); the quality eval needs "
+        if cfg.onnx_path is not None:
+            raise ConfigError(f"model.onnx_path={cfg.onnx_path!r} needs a tokenizer (for its vocabulary and the eval's "
+                              f"texts), and none loads from {source!r} ({e}); give a directory with the model's "
+                              "tokenizer files in model.tokenizer_path") from e
+        raise ConfigError(f"model {cfg.name!r} ({source!r}) has no loadable tokenizer ({e}); the quality eval needs "
                           "one: give a directory with tokenizer files, or run eval=none") from e
 

@@ -103,7 +103,8 @@ def measure_run(cfg: BenchConfig, checked: Checked, run_id: str) -> dict[str, An
     context = max(checked.scenario.shape(cfg).get("seq_len", cfg.seq_len), cfg.eval.context)
 
     def build(model: torch.nn.Module | None, inputs: dict[str, torch.Tensor], quant: str = cfg.quant,
-              backend: str = cfg.backend) -> tuple[backends.Backend, dict[str, Any]]:
+              backend: str = cfg.backend, compile_mode: str = cfg.compile, graph: str = onnx_graph(cfg)
+              ) -> tuple[backends.Backend, dict[str, Any]]:
         progress.phase(f"building the {quant} variant on {backend}")
         # What makes the fp32 model's weights and graph: an exported model is reused only when all of it matches.
         exported = {**identity, "class": type(model).__name__ if model is not None else None,
@@ -112,22 +113,28 @@ def measure_run(cfg: BenchConfig, checked: Checked, run_id: str) -> dict[str, An
             model, quant, device, threads, inputs, exported, cache_dir, cfg.onnx_opset,
             lambda: calibration_batches(checked.model_config, checked.tokenizer, train_texts,
                                         cfg.calibration_samples, cfg.seq_len, cfg.seed),
-            cfg.model, context, cfg.seed, cfg.compile, onnx_graph(cfg), calibration_method(cfg)))
+            cfg.model, context, cfg.seed, compile_mode, graph, calibration_method(cfg)))
 
     def load(backend: str = cfg.backend) -> torch.nn.Module | None:
-        """The fp32 PyTorch model, for backends built from it; None for those that read the model's own file."""
-        if not backends.torch_model(backend):
+        """The fp32 PyTorch model, for backends built from it; None for those that read the model's own file, and
+        for a given ONNX file, which is the model itself. (TORCH_MODEL is a backend's constant; whether a run has
+        a PyTorch model is the configuration's, and only model.onnx_path makes them differ.)"""
+        if cfg.model.onnx_path is not None or not backends.torch_model(backend):
             return None
         return models.load_model(cfg.model, checked.model_config, checked.model_ref, cfg.seed,
                                  causal_lm=checked.scenario.CAUSAL_LM)
 
     def reference() -> backends.Backend | None:
-        """The backend's reference variant (fp32 PyTorch, or what the backend names) built the same way; None when
-        the variant is that reference."""
-        quant, backend = backends.reference(cfg.backend)
-        if (cfg.quant, cfg.prune.name, cfg.backend) == (quant, "none", backend):
+        """The variant this one is scored against, unpruned and eager: the backend's reference (fp32 PyTorch, or what
+        the backend names); for a given ONNX file, which has no PyTorch model, the file itself at fp32 with the graph
+        as given (ONNX Runtime's level all). None when the run's variant is that reference."""
+        quant, backend = ("fp32", "onnxruntime") if cfg.model.onnx_path else backends.reference(cfg.backend)
+        graph = "all"  # read by the onnxruntime backend only
+        same_graph = backend != "onnxruntime" or onnx_graph(cfg) == graph
+        if (cfg.quant, cfg.prune.name, cfg.backend, cfg.compile) == (quant, "none", backend, "none") and same_graph:
             return None
-        return build(load(backend), {}, quant, backend)[0]
+        # A compiled variant is scored against eager fp32, like every other variant.
+        return build(load(backend), {}, quant, backend, "none", graph)[0]
 
     try:
         progress.phase("loading the model")

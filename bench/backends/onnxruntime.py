@@ -1,12 +1,13 @@
-"""ONNX Runtime: export from PyTorch once (cached), make the graph onnx_graph= asks for, quantize with ONNX
-Runtime's tools, run a session (the graph steps: bench/variants/onnx_graph.py)."""
+"""ONNX Runtime: export from PyTorch once (cached), or take the given file (model.onnx_path,
+bench/variants/onnx_file.py), make the graph onnx_graph= asks for, quantize with ONNX Runtime's tools, run a
+session (the graph steps: bench/variants/onnx_graph.py)."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import numpy as np
 import onnx
@@ -18,20 +19,40 @@ from bench.backends import BATCHES, BuildRequest
 from bench.errors import ConfigError
 from bench.files import stable_key, write_atomically
 from bench.inputs import calibration_key
+from bench.variants import onnx_file
 from bench.variants.onnx_graph import export, fuse, new_session, quiet, save
 
 log = logging.getLogger(__name__)
 CAPABILITIES = (BATCHES,)  # a graph over whole batches: no KV-cache decode loop
-TORCH_MODEL = True  # exported from it
+TORCH_MODEL = True  # exported from it; a run of a given file (model.onnx_path) has none (bench/run.py load)
 REFERENCE = ("fp32", "pytorch")
 MODEL_FILE = "model.onnx"
-# What static int8 quantizes and how (cache key: a changed recipe is never read from an older cache).
-STATIC_RECIPE = "QDQ, weight products only, per-channel weights"
+# ONNX Runtime's entropy calibration puts 128 histogram bins into 128 quantized bins by default: one candidate
+# threshold, the full range, so it gives min-max's scales exactly. 2048 bins, as TensorRT's recipe it follows.
+ENTROPY_BINS = 2048
+# What static int8 quantizes and how (in the cache key: a changed recipe is never read from an older cache).
+STATIC_RECIPE = f"QDQ over the weight products, per-channel weights, entropy over {ENTROPY_BINS} bins"
 FUSIONS_FILE = "fusions.txt"  # the fusions onnxscript applied, kept beside the fused model
 
 
-def _numpy(inputs: dict[str, torch.Tensor], names: Iterable[str]) -> dict[str, np.ndarray]:
-    return {name: inputs[name].cpu().numpy().astype(np.int64) for name in names}
+def _numpy(inputs: dict[str, torch.Tensor], types: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The feed of a graph taking `types` ({input: integer type}). A given file may take token_type_ids, which
+    synthetic and calibration batches do not make: one segment (zeros), as a tokenizer gives for a single text."""
+    given = {"token_type_ids": torch.zeros_like(inputs["input_ids"]), **inputs}
+    return {name: given[name].cpu().numpy().astype(kind) for name, kind in types.items()}
+
+
+def input_types(path: Path) -> dict[str, Any]:
+    """The graph's inputs and the integer type each takes."""
+    graph = onnx.load(str(path), load_external_data=False).graph
+    weights = {t.name for t in graph.initializer}
+    return {i.name: onnx_file.ID_TYPES[i.type.tensor_type.elem_type] for i in graph.input if i.name not in weights}
+
+
+def stored_bytes(path: Path) -> int:
+    """The model file and the external data files its weights are kept in."""
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return sum(f.stat().st_size for f in [path, *onnx_file.external_files(graph, path)])
 
 
 def _cached(directory: Path, build: Callable[[Path], None]) -> Path:
@@ -59,21 +80,32 @@ def quantize(source: Path, quant: str, path: Path, calibration: list[dict[str, n
     if quant == "int8":
         quantize_dynamic(str(pre), str(path), weight_type=QuantType.QInt8)
     else:
+        from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+
         feeds = iter(calibration)
 
         class Reader(CalibrationDataReader):
             def get_next(self) -> dict[str, np.ndarray] | None:
                 return next(feeds, None)
 
-        methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                   "percentile": CalibrationMethod.Percentile}
-        # Only the matrix products with a weight (the Linear layers, as dynamic int8 does): quantizing the
-        # residual adds and softmax too cost MiniLM 8% of its accuracy, and the histogram methods cannot bin the
-        # attention mask's fill values (float32's lowest): only what those products read is calibrated.
-        quantize_static(str(pre), str(path), Reader(), quant_format=QuantFormat.QDQ,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=methods[method], op_types_to_quantize=["MatMul", "Gemm"],
-                        nodes_to_quantize=weight_products(pre), per_channel=True)
+        method_id = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                     "percentile": CalibrationMethod.Percentile}[method]
+        # Only the matrix products with a weight (the Linear layers, as dynamic int8 does), per-channel weight
+        # scales: quantizing the residual adds and softmax too, per tensor, kept 0.92 of MiniLM's accuracy, and
+        # the histogram methods cannot bin the attention mask's fill values (float32's lowest). Calibrated here
+        # rather than inside quantize_static, which cannot pass the entropy method its histogram size.
+        ops = ["MatMul", "Gemm"]
+        ranges = path.with_name("ranges.json")
+        calibrator = create_calibrator(pre, ops, augmented_model_path=str(path.with_name("augmented.onnx")),
+                                       calibrate_method=method_id,
+                                       extra_options={"num_bins": ENTROPY_BINS} if method == "entropy" else {})
+        calibrator.collect_data(Reader())
+        save_tensors_data(calibrator.compute_data(), ranges)
+        quantize_static(str(pre), str(path), None, quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
+                        weight_type=QuantType.QInt8, calibrate_method=method_id, op_types_to_quantize=ops,
+                        nodes_to_quantize=weight_products(pre), per_channel=True, calibration_cache_path=str(ranges))
+        for scratch in (ranges, path.with_name("augmented.onnx")):
+            scratch.unlink(missing_ok=True)
     pre.unlink()
 
 
@@ -91,10 +123,13 @@ def quantized_weights(path: Path) -> int:
     return sum(1 for t in model.graph.initializer if t.data_type in int8 and len(t.dims) == 2)
 
 
-def fp32_graph(req: BuildRequest, base: dict[str, Any]) -> Path:
-    """The fp32 export, fused when onnx_graph=fused (each cached under its own key)."""
+def fp32_graph(req: BuildRequest, base: dict[str, Any], given: onnx_file.GivenFile | None = None) -> Path:
+    """The fp32 export (or the given file as it is), fused when onnx_graph=fused (each cached under its own key)."""
     opset = req.opset
-    exported = _cached(req.cache_dir / "onnx" / stable_key(base), lambda p: export(req.model, req.inputs, p, opset))
+    if given is not None:
+        exported = given.path
+    else:
+        exported = _cached(req.cache_dir / "onnx" / stable_key(base), lambda p: export(req.model, req.inputs, p, opset))
     if req.onnx_graph != "fused":
         return exported
 
@@ -110,10 +145,18 @@ def build(req: BuildRequest) -> tuple[OnnxRuntimeBackend, dict[str, Any]]:
     """The session for `req.quant`, exporting, fusing and quantizing only what the cache does not hold yet."""
     quant, opset, graph = req.quant, req.opset, req.onnx_graph
     base = {**req.identity, "opset": opset, "torch": torch.__version__, "onnxruntime": ort.__version__}
-    fp32 = fp32_graph(req, base)
+    # A given file (req.identity then holds its content digest) rather than an export of the PyTorch model.
+    given = onnx_file.inspect(req.source.onnx_path) if getattr(req.source, "onnx_path", None) else None
+    fp32 = fp32_graph(req, base, given)
     exporter = f"torch.onnx.export(dynamo=True), torch {torch.__version__}"
+    renamed: dict[str, str] = {}
+    if given is not None:
+        exporter, opset = f"given file ({given.producer})", given.opset
+        output, role = given.quality_output() or (None, None)
+        renamed = {output: role} if output != role else {}
     if graph == "fused":
         exporter += f"; fused by onnxscript {onnxscript.__version__} ({(fp32.parent / FUSIONS_FILE).read_text()})"
+    exporter += "".join(f"; output {name!r} read as {role}" for name, role in renamed.items())
     info: dict[str, Any] = {"onnx_exporter": exporter, "onnx_opset": opset, "onnxruntime_version": ort.__version__}
     path = fp32
     if quant != "fp32":
@@ -122,7 +165,7 @@ def build(req: BuildRequest) -> tuple[OnnxRuntimeBackend, dict[str, Any]]:
         method = req.calibration_method
         if quant == "int8-static":
             feeds, source = req.calibration()
-            samples = [_numpy(f, req.inputs) for f in feeds]
+            samples = [_numpy(f, input_types(fp32)) for f in feeds]
             calibration = calibration_key(feeds)
             info.update(calibration_method=method, calibration_data=f"{source}, key {calibration}",
                         calibration_samples=sum(len(f["input_ids"]) for f in samples))
@@ -131,16 +174,19 @@ def build(req: BuildRequest) -> tuple[OnnxRuntimeBackend, dict[str, Any]]:
         path = _cached(req.cache_dir / "onnx" / stable_key(variant),
                        lambda p: quantize(fp32, quant, p, samples, method))
     info["quantized_layers"] = quantized_weights(path)
-    info["model_bytes"] = sum(f.stat().st_size for f in path.parent.iterdir() if f.name != FUSIONS_FILE)
+    info["model_bytes"] = stored_bytes(path)
     info["onnx_model_path"] = str(path)
-    backend = OnnxRuntimeBackend(path, req.device, req.threads, graph)
+    backend = OnnxRuntimeBackend(path, req.device, req.threads, graph, renamed)
     info["onnx_providers"] = backend.session.get_providers()
     info["onnx_fusions"] = backend.fusions
     return backend, info
 
 
 def check(cfg: Any, device: str) -> None:
-    """Before any work: CUDA runs need onnxruntime-gpu's CUDA provider in this install."""
+    """Before any work: a given file is one the harness can run; CUDA runs need onnxruntime-gpu's CUDA provider in
+    this install."""
+    if cfg.model.onnx_path is not None:
+        onnx_file.check(cfg)
     if device.startswith("cuda") and "CUDAExecutionProvider" not in ort.get_available_providers():
         raise ConfigError(
             f"backend=onnxruntime on device={device!r} needs onnxruntime-gpu, but this install offers "
@@ -152,7 +198,8 @@ class OnnxRuntimeBackend:
     name = "onnxruntime"
     model = None  # it runs the exported graph, not a torch module
 
-    def __init__(self, path: Path, device: str, threads: int, graph: str = "all") -> None:
+    def __init__(self, path: Path, device: str, threads: int, graph: str = "all", renamed: dict[str, str] | None = None
+                 ) -> None:
         self.device = torch.device(device)
         wanted = "CUDAExecutionProvider" if self.device.type == "cuda" else "CPUExecutionProvider"
         providers: list[Any] = ["CPUExecutionProvider"]
@@ -165,12 +212,14 @@ class OnnxRuntimeBackend:
                 f"ONNX Runtime did not start {wanted} (active: {self.session.get_providers()}; available in "
                 f"this install: {ort.get_available_providers()}); check the CUDA and cuDNN libraries "
                 "onnxruntime-gpu needs")
-        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.inputs = input_types(path)
         self.output_names = [o.name for o in self.session.get_outputs()]
+        # forward()'s names for outputs the quality eval reads under another (a given file's output_0...)
+        self.renamed = renamed or {}
         self._binding: Any = None
 
     def prepare(self, inputs: dict[str, torch.Tensor]) -> Callable[[], Any]:
-        feed = _numpy(inputs, self.input_names)
+        feed = _numpy(inputs, self.inputs)
         if self.device.type != "cuda":
             return lambda: self.session.run(self.output_names, feed)
         # IO binding keeps inputs and outputs on the GPU, so the window measures no host copies.
@@ -184,8 +233,9 @@ class OnnxRuntimeBackend:
         return lambda: self.session.run_with_iobinding(binding)
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> Any:
-        outputs = self.session.run(self.output_names, _numpy(inputs, self.input_names))
-        return SimpleNamespace(**{n: torch.from_numpy(o) for n, o in zip(self.output_names, outputs)})
+        outputs = self.session.run(self.output_names, _numpy(inputs, self.inputs))
+        return SimpleNamespace(**{self.renamed.get(name, name): torch.from_numpy(output)
+                                  for name, output in zip(self.output_names, outputs)})
 
     def sync(self) -> None:
         if self._binding is not None:
