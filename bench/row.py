@@ -51,8 +51,10 @@ GROUPS: dict[str, list[Column]] = {
     "configuration": [
         _c("model", "str", "", "model preset name (model.name)"),
         _c("model_family", "str", "", "family whose front the model joins (distilled students share the teacher's)"),
-        _c("model_name_or_path", "str", "", "hub id, or the local directory the weights were read from"),
-        _c("model_revision", "str", "", "hub revision, `local`, the registry package==version, or the random config"),
+        _c("model_name_or_path", "str", "", "hub id, the local directory the weights were read from, or the given "
+           ".onnx file (model.onnx_path)"),
+        _c("model_revision", "str", "", "hub revision, `local`, the registry package==version, the random config, "
+           "or `file sha256:<first 12 hex digits>` of a given .onnx file"),
         _c("weights", "str", "", "pretrained | random (architecture only: energy, no quality)"),
         _c("quant", "str", "", "precision or quantization (bench/quants.py)"),
         _c("prune", "str", "", "pruning method, none when unpruned"),
@@ -106,7 +108,7 @@ GROUPS: dict[str, list[Column]] = {
     ],
     "protocol": [
         _c("load_seconds", "float", "s", "loading the fp32 PyTorch model (absent where the backend reads the "
-           "model's own file: llamacpp)"),
+           "model's own file: llamacpp, model.onnx_path)"),
         _c("prepare_seconds", "float", "s", "making the variant, exporting, building the session, preparing inputs"),
         _c("compile_seconds", "float", "s", "compile=: torch.compile's first calls at the run's shape, before the "
            "idle baseline (never inside a window)"),
@@ -160,13 +162,16 @@ GROUPS: dict[str, list[Column]] = {
         _c("params_nonzero", "int", "", "nonzero parameters"),
         _c("linear_sparsity", "float", "fraction", "share of zeros among Linear weights"),
         _c("model_bytes", "int", "B", "the variant's weights in their stored format (llamacpp: the GGUF file)"),
-        _c("onnx_exporter", "str", "", "exporter and its version"),
-        _c("onnx_opset", "int", "", "ONNX opset of the export"),
+        _c("onnx_exporter", "str", "", "exporter and its version; `given file (<producer> <version>)` for "
+           "model.onnx_path, as the file records what made it, with the output the quality eval reads when it is "
+           "named otherwise"),
+        _c("onnx_opset", "int", "", "ONNX opset of the export (of the given file)"),
         _c("onnxruntime_version", "str", "", "ONNX Runtime version"),
-        _c("onnx_model_path", "str", "", "the cached model file the session ran"),
+        _c("onnx_model_path", "str", "", "the model file the session ran: the cached export or variant, or the "
+           "given file itself"),
         _c("onnx_providers", "list[str]", "", "execution providers of the session, as it reports them"),
         _c("onnx_fusions", "json", "", "fused operators in the graph the session runs, by type (e.g. Attention: 6), "
-           "as ONNX Runtime's optimiser left it"),
+           "as ONNX Runtime's optimiser left it (as stored, for a model with external data: over 2 GiB)"),
         _c("calibration_method", "str", "", "static quantization's calibration method (minmax | entropy | "
            "percentile)", key=True),
         _c("calibration_data", "str", "", "where the calibration inputs came from"),

@@ -69,8 +69,10 @@ def run(model: Any, ctx: RunContext) -> tuple[dict[str, Any], list[Measurement],
     cfg = ctx.cfg
     t0 = time.perf_counter()
     batch = synthetic_batch(ctx.model_config, cfg.batch_size, cfg.seq_len, cfg.seed)
-    on_model = {k: v.to(next(model.parameters()).device) for k, v in batch.inputs.items()}
-    row = footprint.flops_per_inference(model, on_model, batch.samples)
+    row: dict[str, Any] = {}
+    if model is not None:  # a given ONNX file (model.onnx_path) has no PyTorch graph to count FLOPs on
+        on_model = {k: v.to(next(model.parameters()).device) for k, v in batch.inputs.items()}
+        row.update(footprint.flops_per_inference(model, on_model, batch.samples))
     backend, built = ctx.build(model, batch.inputs)
     row.update(built)
     call = backend.prepare(batch.inputs)
@@ -78,7 +80,8 @@ def run(model: Any, ctx: RunContext) -> tuple[dict[str, Any], list[Measurement],
     idle = idle_baseline(ctx.meter, backend.sync, cfg.profile, ctx.device.startswith("cuda"))
     m = measure(call, backend.sync, ctx.meter, cfg.profile, ctx.min_window_s, idle)
     row.update(summarise(m, batch.samples, batch.tokens, cfg.profile))
-    row["energy_j_per_gflop"] = row["energy_j_per_inference"] / (row["flops_per_inference"] / 1e9)
+    if "flops_per_inference" in row:
+        row["energy_j_per_gflop"] = row["energy_j_per_inference"] / (row["flops_per_inference"] / 1e9)
     if cfg.preprocess:
         row.update(preprocess.run(ctx, idle, row["energy_j_per_inference"]))
     return row, [m], backend

@@ -97,13 +97,13 @@ def census(model: onnx.ModelProto) -> dict[str, int]:
 
 def new_session(path: Path, graph: str, threads: int, providers: list) -> tuple[ort.InferenceSession, dict[str, int]]:
     """A session at `graph`'s level and the census of the graph its optimiser made: ONNX Runtime writes that graph
-    while it builds the session. A model over the protobuf limit is counted as stored instead (writing a copy of
-    its weights would cost gigabytes)."""
+    while it builds the session. A model with external data (over the protobuf limit) is counted as stored instead:
+    writing a copy of its weights would cost gigabytes."""
     options = session_options(graph, threads)
+    stored = onnx.load(str(path), load_external_data=False)
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in stored.graph.initializer):
+        return ort.InferenceSession(str(path), options, providers=providers), census(stored)
     with tempfile.TemporaryDirectory() as tmp:
-        if path.with_name(f"{path.name}.data").exists():
-            return ort.InferenceSession(str(path), options, providers=providers), census(
-                onnx.load(str(path), load_external_data=False))
         options.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
         session = ort.InferenceSession(str(path), options, providers=providers)
         return session, census(onnx.load(options.optimized_model_filepath, load_external_data=False))
