@@ -137,8 +137,8 @@ def fp32_graph(req: BuildRequest, base: dict[str, Any], given: onnx_file.GivenFi
         applied = fuse(exported, path)
         (path.parent / FUSIONS_FILE).write_text(", ".join(f"{k}: {v}" for k, v in applied.items()) or "none")
 
-    return _cached(req.cache_dir / "onnx" / stable_key({**base, "graph": "fused", "onnxscript": onnxscript.__version__}),
-                   fused)
+    fused_key = {**base, "graph": "fused", "onnxscript": onnxscript.__version__, "split": "skip layer norm"}
+    return _cached(req.cache_dir / "onnx" / stable_key(fused_key), fused)
 
 
 def build(req: BuildRequest) -> tuple[OnnxRuntimeBackend, dict[str, Any]]:
