@@ -120,3 +120,27 @@ def test_backends_and_pruning_sweep_records_what_each_variant_costs(tiny_model_d
     # Every variant, pruned or exported, is scored against one reference: the unpruned fp32 PyTorch model.
     assert rows["quality_ref"].nunique() == 1 and rows["quality"].notna().all()
     assert by.loc[("pytorch", "fp32", "none"), "quality"] == rows["quality_ref"].iloc[0]
+
+
+@pytest.mark.slow
+def test_graph_levels_and_compile_modes_are_variants_with_their_own_quality(tiny_model_dir, tmp_path):
+    """onnx_graph= and compile= sweep like any axis: one configuration each, scored against fp32 PyTorch."""
+    common = (f"model.name_or_path={tiny_model_dir}", "model.name=tiny", "eval.max_test_samples=60", "batch_size=2",
+              "seq_len=16", "profile=quick")
+    graphs = run_bench(*common, "backend=onnxruntime", "onnx_graph=basic,extended,all,fused",
+                       f"hydra.sweep.dir={tmp_path}/graphs", "-m")
+    compiled = run_bench(*common, "compile=none,default", f"hydra.sweep.dir={tmp_path}/compiled", "-m")
+    assert graphs.returncode == 0 and compiled.returncode == 0, (graphs.stderr + compiled.stderr)[-3000:]
+    rows = load(tmp_path)
+    assert len(rows) == 6 and (rows["status"] == "ok").all() and rows["config_key"].nunique() == 6
+    ort = rows[rows["backend"] == "onnxruntime"].set_index("onnx_graph")
+    assert sorted(ort.index) == ["all", "basic", "extended", "fused"]
+    assert "Attention" in ort.loc["fused", "onnx_fusions"] and "Attention" not in ort.loc["all", "onnx_fusions"]
+    # Every graph computes the model: the same accuracy as fp32 PyTorch on the same items.
+    assert ort["quality_ratio"].tolist() == pytest.approx([1.0] * 4, abs=0.02)
+    torch_rows = rows[rows["backend"] == "pytorch"]
+    eager, compiled_row = (torch_rows[torch_rows["compile"].isna()].iloc[0],
+                           torch_rows[torch_rows["compile"] == "default"].iloc[0])
+    assert pd.isna(eager["compile_seconds"]) and compiled_row["compile_seconds"] > 0
+    assert compiled_row["quality_ratio"] == pytest.approx(1.0, abs=0.02)
+    assert compiled_row["prepare_seconds"] >= compiled_row["compile_seconds"]
