@@ -31,7 +31,7 @@ MODEL_FILE = "model.onnx"
 # threshold, the full range, so it gives min-max's scales exactly. 2048 bins, as TensorRT's recipe it follows.
 ENTROPY_BINS = 2048
 # What static int8 quantizes and how (in the cache key: a changed recipe is never read from an older cache).
-STATIC_RECIPE = f"QDQ over the weight products, per-channel weights, entropy over {ENTROPY_BINS} bins"
+STATIC_RECIPE = f"QLinearMatMul over the weight products, per-channel weights, entropy over {ENTROPY_BINS} bins"
 FUSIONS_FILE = "fusions.txt"  # the fusions onnxscript applied, kept beside the fused model
 
 
@@ -101,9 +101,12 @@ def quantize(source: Path, quant: str, path: Path, calibration: list[dict[str, n
                                        extra_options={"num_bins": ENTROPY_BINS} if method == "entropy" else {})
         calibrator.collect_data(Reader())
         save_tensors_data(calibrator.compute_data(), ranges)
-        quantize_static(str(pre), str(path), None, quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
-                        weight_type=QuantType.QInt8, calibrate_method=method_id, op_types_to_quantize=ops,
-                        nodes_to_quantize=weight_products(pre), per_channel=True, calibration_cache_path=str(ranges))
+        # QLinearMatMul (uint8 activations, int8 weights: ONNX Runtime's x86 kernels): in QDQ form, a product
+        # whose output stays float is run as dequantize-then-fp32-MatMul, slower than fp32 itself.
+        quantize_static(str(pre), str(path), None, quant_format=QuantFormat.QOperator,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=method_id,
+                        op_types_to_quantize=ops, nodes_to_quantize=weight_products(pre), per_channel=True,
+                        calibration_cache_path=str(ranges))
         for scratch in (ranges, path.with_name("augmented.onnx")):
             scratch.unlink(missing_ok=True)
     pre.unlink()

@@ -28,9 +28,9 @@ LEVELS = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
           "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
           "fused": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
 # Operators that stand for several of the exported graph's (ONNX Runtime's contrib domain, and the standard ops
-# its optimiser fuses into): what the row's onnx_fusions counts.
+# its optimiser fuses into, static int8's QLinearMatMul among them): what the row's onnx_fusions counts.
 FUSED_DOMAINS = ("com.microsoft",)
-FUSED_STANDARD = ("Gemm", "LayerNormalization", "Gelu")
+FUSED_STANDARD = ("Gemm", "LayerNormalization", "Gelu", "QLinearMatMul")
 
 
 def save(model: onnx.ModelProto, path: Path) -> None:
