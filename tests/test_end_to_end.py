@@ -126,7 +126,7 @@ def test_backends_and_pruning_sweep_records_what_each_variant_costs(tiny_model_d
 def test_graph_levels_and_compile_modes_are_variants_with_their_own_quality(tiny_model_dir, tmp_path):
     """onnx_graph= and compile= sweep like any axis: one configuration each, scored against fp32 PyTorch."""
     common = (f"model.name_or_path={tiny_model_dir}", "model.name=tiny", "eval.max_test_samples=60", "batch_size=2",
-              "seq_len=16", "profile=quick")
+              "quant=fp32", "seq_len=16", "profile=quick")
     graphs = run_bench(*common, "backend=onnxruntime", "onnx_graph=basic,extended,all,fused",
                        f"hydra.sweep.dir={tmp_path}/graphs", "-m")
     compiled = run_bench(*common, "compile=none,default", f"hydra.sweep.dir={tmp_path}/compiled", "-m")
