@@ -42,6 +42,9 @@ def _numpy(inputs: dict[str, torch.Tensor], types: dict[str, Any]) -> dict[str, 
     return {name: given[name].cpu().numpy().astype(kind) for name, kind in types.items()}
 
 
+SESSION_ID_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
+
+
 def input_types(path: Path) -> dict[str, Any]:
     """The graph's inputs and the integer type each takes."""
     graph = onnx.load(str(path), load_external_data=False).graph
@@ -168,7 +171,8 @@ def build(req: BuildRequest) -> tuple[OnnxRuntimeBackend, dict[str, Any]]:
         method = req.calibration_method
         if quant == "int8-static":
             feeds, source = req.calibration()
-            samples = [_numpy(f, input_types(fp32)) for f in feeds]
+            types = input_types(fp32)
+            samples = [_numpy(f, types) for f in feeds]
             calibration = calibration_key(feeds)
             info.update(calibration_method=method, calibration_data=f"{source}, key {calibration}",
                         calibration_samples=sum(len(f["input_ids"]) for f in samples))
@@ -215,7 +219,8 @@ class OnnxRuntimeBackend:
                 f"ONNX Runtime did not start {wanted} (active: {self.session.get_providers()}; available in "
                 f"this install: {ort.get_available_providers()}); check the CUDA and cuDNN libraries "
                 "onnxruntime-gpu needs")
-        self.inputs = input_types(path)
+        # The session's inputs (not the file's: no second read of the model) and the integer type each takes.
+        self.inputs = {i.name: SESSION_ID_TYPES[i.type] for i in self.session.get_inputs()}
         self.output_names = [o.name for o in self.session.get_outputs()]
         # forward()'s names for outputs the quality eval reads under another (a given file's output_0...)
         self.renamed = renamed or {}
