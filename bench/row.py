@@ -112,6 +112,8 @@ GROUPS: dict[str, list[Column]] = {
         _c("prepare_seconds", "float", "s", "making the variant, exporting, building the session, preparing inputs"),
         _c("compile_seconds", "float", "s", "compile=: torch.compile's first calls at the run's shape, before the "
            "idle baseline (never inside a window)"),
+        _c("compile_graphs", "int", "", "compile=: graphs torch.compile captured the model in; 1: the whole model, "
+           "more: graph breaks, with the code between them run eager"),
         _c("idle_power_w", "float", "W", "power with the model loaded and idle, before the warm-up: the mean of "
            "idle_segment_w"),
         _c("idle_segment_w", "list[float]", "W", "power of each idle segment; their spread is the baseline's error"),

@@ -142,5 +142,6 @@ def test_graph_levels_and_compile_modes_are_variants_with_their_own_quality(tiny
     eager, compiled_row = (torch_rows[torch_rows["compile"].isna()].iloc[0],
                            torch_rows[torch_rows["compile"] == "default"].iloc[0])
     assert pd.isna(eager["compile_seconds"]) and compiled_row["compile_seconds"] > 0
+    assert compiled_row["compile_graphs"] >= 1
     assert compiled_row["quality_ratio"] == pytest.approx(1.0, abs=0.02)
     assert compiled_row["prepare_seconds"] >= compiled_row["compile_seconds"]

@@ -43,7 +43,7 @@ def check_available(mode: str, device: str) -> None:
 
 def compile_model(model: torch.nn.Module, mode: str, inputs: dict[str, torch.Tensor], device: str
                   ) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """The model compiled in `mode` with its compilation done, and its columns (compile_seconds).
+    """The model compiled in `mode` with its compilation done, and its columns (compile_seconds, compile_graphs).
 
     Compilation happens on the first calls, so they are made here on the run's example batch, in inference mode as
     the prepared call is: the warm-up and the windows then find compiled code that their call's guards match.
@@ -68,4 +68,4 @@ def compile_model(model: torch.nn.Module, mode: str, inputs: dict[str, torch.Ten
         # Graph breaks (dynamic int8's packed Linears, for one): what lies between the graphs runs eager.
         log.warning("torch.compile split the model into %d graphs; the code between them runs eager "
                     "(TORCH_LOGS=graph_breaks shows where)", graphs)
-    return compiled, {"compile_seconds": seconds}
+    return compiled, {"compile_seconds": seconds, "compile_graphs": graphs}
