@@ -21,7 +21,8 @@ QUANTS: dict[str, Quant] = {
     "bf16": Quant("bf16", "bfloat16", False, "every weight and activation in bfloat16"),
     "fp16": Quant("fp16", "float16", False, "every weight and activation in float16"),
     "int8": Quant("int8", "float32", True, "dynamic int8: int8 Linear weights, activations quantized per call"),
-    "int8-static": Quant("int8", "float32", True, "static int8 (ONNX Runtime QLinearMatMul), activation ranges from calibration"),
+    "int8-static": Quant("int8", "float32", True, "static int8 (ONNX Runtime QLinearMatMul), activation ranges "
+                         "from calibration"),
     "int8-wo": Quant("bf16", "bfloat16", True, "torchao weight-only int8, bf16 activations (CUDA kernels)"),
     "int4-wo": Quant("bf16", "bfloat16", True, "torchao weight-only int4, bf16 activations (CUDA kernels)"),
     # GGUF types, llama.cpp's names (bench/variants/gguf.py). llama.cpp quantizes the activations of an integer

@@ -202,7 +202,8 @@ GROUPS: dict[str, list[Column]] = {
            "validation); empty for bbc-topics and perplexity text"),
         _c("quality_metric", "str", "", "accuracy | spearman | perplexity | none"),
         _c("quality", "float", "", "the variant's score on the eval's test split"),
-        _c("quality_ref", "float", "", "the reference's score on the same items (fp32 PyTorch; llamacpp: its f16 GGUF)"),
+        _c("quality_ref", "float", "", "the reference's score on the same items (fp32 PyTorch; llamacpp: its f16 GGUF; "
+           "a given .onnx file: the file itself at fp32, graph level all)"),
         _c("quality_ci_low", "float", "", "lower end of the interval of quality (docs/quality.md)"),
         _c("quality_ci_high", "float", "", "upper end of the interval of quality"),
         _c("quality_ci_method", "str", "", "wilson (accuracy) | percentile bootstrap over pairs or windows, "

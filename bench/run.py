@@ -12,7 +12,8 @@ import torch
 
 from bench import backends, environment, footprint, models, progress, quality, scenarios
 from bench.backends import BuildRequest
-from bench.config import BenchConfig, calibration_method, onnx_graph, resolve_device, validate_for_device, validate_values
+from bench.config import (BenchConfig, calibration_method, onnx_graph, resolve_device, validate_for_device,
+                          validate_values)
 from bench.config_row import config_columns, configuration, describe, error_columns
 from bench.device_lock import device_lock
 from bench.inputs import calibration_batches

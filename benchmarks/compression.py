@@ -106,6 +106,12 @@ def main() -> None:
             energy = row["energy_j_per_inference"] / l1["energy_j_per_inference"]
             print(f"  {label} against {rows2[1][0]}: FLOPs x{plain(flops, 2)}, energy x{plain(energy, 2)}")
 
+    scored = next((row for _, row in rows3 if row.get("quality_ci_method")), None)
+    print(f"\n[low, high]: energy {rows1[0][1].get('energy_ci_method')}, stated at "
+          f"{rows1[0][1].get('energy_ci_level', 0.95):.0%} (its coverage: docs/protocol.md §3)"
+          + (f"; accuracy {scored['quality_ci_method']}, at {scored['quality_ci_level']:.0%} (docs/quality.md)"
+             if scored else ""))
+
 
 if __name__ == "__main__":
     main()

@@ -33,6 +33,7 @@ def test_compression_prints_both_comparisons(tmp_path):
                     "pytorch fp32 compile=default", "onnxruntime fp32 graph all", "int8-static entropy"):
         assert variant in out
     assert out.count(" of fp32)") >= 5  # every MiniLM ONNX Runtime row scored against fp32 PyTorch
+    assert "[low, high]: energy Student-t" in out and "stated at 95%" in out and "accuracy wilson" in out
     assert "ffn 50% against l1-unstructured 50%: FLOPs x0.67" in out  # counted FLOPs do not depend on the machine
 
 

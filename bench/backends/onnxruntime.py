@@ -52,10 +52,9 @@ def input_types(path: Path) -> dict[str, Any]:
     return {i.name: onnx_file.ID_TYPES[i.type.tensor_type.elem_type] for i in graph.input if i.name not in weights}
 
 
-def stored_bytes(path: Path) -> int:
+def stored_bytes(model: onnx.ModelProto, path: Path) -> int:
     """The model file and the external data files its weights are kept in."""
-    graph = onnx.load(str(path), load_external_data=False).graph
-    return sum(f.stat().st_size for f in [path, *onnx_file.external_files(graph, path)])
+    return sum(f.stat().st_size for f in [path, *onnx_file.external_files(model.graph, path)])
 
 
 def _cached(directory: Path, build: Callable[[Path], None]) -> Path:
@@ -122,9 +121,8 @@ def weight_products(path: Path) -> list[str]:
     return [n.name for n in model.graph.node if n.op_type in ("MatMul", "Gemm") and weights & set(n.input[1:2])]
 
 
-def quantized_weights(path: Path) -> int:
+def quantized_weights(model: onnx.ModelProto) -> int:
     """Weight matrices stored as 8-bit integers: what the quantizer actually converted."""
-    model = onnx.load(str(path), load_external_data=False)
     int8 = (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)
     return sum(1 for t in model.graph.initializer if t.data_type in int8 and len(t.dims) == 2)
 
@@ -180,10 +178,11 @@ def build(req: BuildRequest) -> tuple[OnnxRuntimeBackend, dict[str, Any]]:
                    **({"calibration": calibration, "calibration_method": method} if calibration else {})}
         path = _cached(req.cache_dir / "onnx" / stable_key(variant),
                        lambda p: quantize(fp32, quant, p, samples, method))
-    info["quantized_layers"] = quantized_weights(path)
-    info["model_bytes"] = stored_bytes(path)
+    stored = onnx.load(str(path), load_external_data=False)  # the graph and where its weights lie, read once
+    info["quantized_layers"] = quantized_weights(stored)
+    info["model_bytes"] = stored_bytes(stored, path)
     info["onnx_model_path"] = str(path)
-    backend = OnnxRuntimeBackend(path, req.device, req.threads, graph, renamed)
+    backend = OnnxRuntimeBackend(path, req.device, req.threads, graph, renamed, stored)
     info["onnx_providers"] = backend.session.get_providers()
     info["onnx_fusions"] = backend.fusions
     return backend, info
@@ -205,14 +204,14 @@ class OnnxRuntimeBackend:
     name = "onnxruntime"
     model = None  # it runs the exported graph, not a torch module
 
-    def __init__(self, path: Path, device: str, threads: int, graph: str = "all", renamed: dict[str, str] | None = None
-                 ) -> None:
+    def __init__(self, path: Path, device: str, threads: int, graph: str = "all", renamed: dict[str, str] | None = None,
+                 stored: onnx.ModelProto | None = None) -> None:
         self.device = torch.device(device)
         wanted = "CUDAExecutionProvider" if self.device.type == "cuda" else "CPUExecutionProvider"
         providers: list[Any] = ["CPUExecutionProvider"]
         if self.device.type == "cuda":
             providers.insert(0, (wanted, {"device_id": self.device.index or 0}))
-        self.session, self.fusions = new_session(path, graph, threads, providers)
+        self.session, self.fusions = new_session(path, graph, threads, providers, stored)
         # onnxruntime-gpu falls back to the CPU without a word when CUDA cannot start: refuse to measure that.
         if self.session.get_providers()[0] != wanted:
             raise ConfigError(

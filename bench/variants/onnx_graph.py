@@ -127,13 +127,14 @@ def census(model: onnx.ModelProto) -> dict[str, int]:
     return dict(sorted(collections.Counter(n.op_type for n in nodes).items()))
 
 
-def new_session(path: Path, graph: str, threads: int, providers: list) -> tuple[ort.InferenceSession, dict[str, int]]:
+def new_session(path: Path, graph: str, threads: int, providers: list, stored: onnx.ModelProto | None = None
+                ) -> tuple[ort.InferenceSession, dict[str, int]]:
     """A session at `graph`'s level and the census of the graph its optimiser made: ONNX Runtime writes that graph
     while it builds the session. A model with external data (over the protobuf limit) is counted as stored instead:
-    writing a copy of its weights would cost gigabytes."""
+    writing a copy of its weights would cost gigabytes. `stored`: the file's graph, where the caller has read it."""
     options = session_options(graph, threads)
     disabled = UNFUSED_ON_CPU if graph == "fused" and providers == ["CPUExecutionProvider"] else []
-    stored = onnx.load(str(path), load_external_data=False)
+    stored = stored or onnx.load(str(path), load_external_data=False)
     if any(t.data_location == onnx.TensorProto.EXTERNAL for t in stored.graph.initializer):
         return ort.InferenceSession(str(path), options, providers=providers, disabled_optimizers=disabled), census(
             stored)
