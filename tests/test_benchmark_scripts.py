@@ -46,3 +46,9 @@ def test_onnxruntime_parity_prints_each_rounds_ratio_and_the_median(tmp_path):
     for graph in ("fused", "all"):
         assert f"onnx_graph={graph}: p50" in out and "ORT/PyTorch per round" in out
     assert "median" in out
+
+
+def test_skip_layer_norm_prints_both_kernels_and_their_ratio():
+    out = _script("benchmarks/skip_layer_norm.py", "--rounds", "2", "--calls", "5", "--shape", "2,16,32")
+    assert out.count("round ") == 2 and "SkipLayerNormalization p50" in out and "Add+Add+LayerNormalization p50" in out
+    assert "median ratio" in out and "over 2 rounds" in out

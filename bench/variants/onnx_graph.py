@@ -82,9 +82,9 @@ def fuse(source: Path, path: Path) -> dict[str, int]:
     return {name: n for name, n in counts.items() if n and name != "skip_layer_normalization"}
 
 
-# ONNX Runtime 1.32's CPU SkipLayerNormalization kernel took 0.99 ms on a (8, 128, 384) batch where Add, Add and
-# LayerNormalization took 0.32 ms (2-core AVX-512 VM): 8% of MiniLM's whole batch-8 call. So the fused graph keeps
-# them apart, and a CPU session is told not to fuse them again (UNFUSED_ON_CPU).
+# ONNX Runtime 1.32's CPU SkipLayerNormalization kernel is 3x slower than the Add, Add and LayerNormalization it
+# replaces on a (8, 128, 384) batch (benchmarks/skip_layer_norm.py; 2-core AVX-512 VM), about 8% of MiniLM's whole
+# batch-8 call. So the fused graph keeps them apart, and a CPU session is told not to fuse them again.
 UNFUSED_ON_CPU = ["SkipLayerNormFusion"]
 
 
